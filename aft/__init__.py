@@ -1,0 +1,1 @@
+"""The Attention Free Transformer family (AFT-full, -local, -simple, -conv); see issue 4."""

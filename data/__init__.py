@@ -1,0 +1,1 @@
+"""Input pipelines and raw-file readers; data knows no model."""

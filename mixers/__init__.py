@@ -1,0 +1,8 @@
+"""Token mixers behind one interface: `mixers.build(name, dim=..., ...)`.
+
+Importing this package registers every mixer; add a new family's module to the
+imports below.
+"""
+from mixers.base import Buffer, Mixer, update_all_buffers
+from mixers.registry import build, names, options, register
+from mixers import softmax  # noqa: F401  (registers 'softmax')

@@ -1,0 +1,57 @@
+"""The mixer contract every token mixer follows (see README, "Mixer contract").
+
+A mixer maps x: [batch, length, dim] -> [batch, length, dim]. Causal mixers make
+output t depend on inputs <= t only. Mixers with a recurrent or cached form also
+implement `init_cache(batch, max_len)` and `step(x_t, cache) -> (y_t, cache)`
+with x_t, y_t: [batch, 1, dim], matching the parallel form.
+"""
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+
+class Buffer(nnx.Variable):
+  """State that is not learned by gradient (random projections, centroids).
+
+  The optimizer skips it (it is not an nnx.Param), checkpoints keep it, and it
+  changes only inside the jitted training step, through `Mixer.update_buffers`
+  (called with the step number) or in the training-mode forward pass.
+  """
+
+
+class Mixer(nnx.Module):
+  """Base class: subclasses implement __call__ and, where they can, decoding."""
+
+  causal: bool = False
+
+  def __call__(self, x: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
+    """rng is given in training mode only (dropout-like noise); None = deterministic."""
+    raise NotImplementedError
+
+  def init_cache(self, batch: int, max_len: int):
+    raise NotImplementedError(f'{type(self).__name__} has no decoding step')
+
+  def step(self, x_t: jax.Array, cache):
+    raise NotImplementedError(f'{type(self).__name__} has no decoding step')
+
+  def update_buffers(self, step: jax.Array, key: jax.Array) -> None:
+    """Called once per training step, inside jit, before the forward pass.
+
+    `key` is folded from the step number, so a resumed run updates Buffers
+    exactly as an uninterrupted one. Default: nothing to update.
+    """
+
+
+def update_all_buffers(model: nnx.Module, step: jax.Array, key: jax.Array) -> None:
+  """Gives every mixer inside `model` its per-step chance to update Buffers."""
+  for i, (_, module) in enumerate(nnx.iter_modules(model)):
+    if isinstance(module, Mixer):
+      module.update_buffers(step, jax.random.fold_in(key, i))
+
+
+def check_length(length: int, max_len: int, name: str) -> None:
+  if length > max_len:
+    raise ValueError(
+        f'{name}: sequence length {length} exceeds max_len={max_len}; '
+        f'build the model with a larger max_len (config.model.max_len).')

@@ -1,0 +1,24 @@
+"""Small building blocks shared by mixers and backbones: parameters carry logical axis names.
+
+Logical names used across the project (the config maps them to mesh axes):
+  'embed' model width, 'heads' the concatenated heads' width, 'mlp' the MLP hidden
+  width, 'vocab' the token vocabulary, 'length' a position axis.
+"""
+from __future__ import annotations
+
+from flax import nnx
+
+
+def linear(din: int, dout: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,
+           use_bias: bool = True, kernel_init=nnx.initializers.lecun_normal()) -> nnx.Linear:
+  return nnx.Linear(
+      din, dout, use_bias=use_bias, rngs=rngs,
+      kernel_init=nnx.with_partitioning(kernel_init, axes),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)))
+
+
+def layer_norm(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  return nnx.LayerNorm(
+      dim, rngs=rngs,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ('embed',)),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ('embed',)))

@@ -1,0 +1,2 @@
+"""Backbones: they hold mixers from the registry and know nothing of training or data."""
+from models.causal_lm import CausalLM, generate

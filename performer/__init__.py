@@ -1,0 +1,1 @@
+"""Performer / FAVOR+ attention; see issue 5."""

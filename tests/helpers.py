@@ -1,0 +1,51 @@
+"""Shared test fixtures: a tiny enwik8 zip in the real format and a shrunk config."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+
+from configs import enwik8 as enwik8_config
+
+TINY_BYTES = 40_000
+
+
+def tiny_text(n: int = TINY_BYTES) -> bytes:
+  """Deterministic, learnable text: repeated sentences with varying numbers."""
+  words = [f'the {w} number {i % 97} is {"odd" if i % 2 else "even"}. '
+           for i, w in zip(range(n), ['cat', 'dog', 'bird', 'fish'] * n)]
+  return ''.join(words).encode()[:n]
+
+
+def write_enwik8_zip(path, payload: bytes) -> str:
+  with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+    zf.writestr('enwik8', payload)
+  return str(path)
+
+
+def tiny_config(zip_path: str, **overrides):
+  """The Enwik8 config shrunk to seconds: 2 layers, d 32, T 32, batch 8."""
+  c = enwik8_config.get_config('mixer=softmax')
+  c.data.path, c.data.expected_bytes, c.data.seq_len = zip_path, TINY_BYTES, 32
+  c.model.update(dim=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=32, dropout_rate=0.1)
+  c.batch_size, c.num_steps = 8, 12
+  c.optim.update(lr=3e-3, schedule='cosine', warmup_steps=2)
+  c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 1, 6, 3, 2
+  c.sample.num_tokens = 8
+  for key, value in overrides.items():
+    target = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def read_metrics(workdir, split='train'):
+  import json, os
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def as_f64(x):
+  return np.asarray(x, np.float64)

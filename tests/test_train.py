@@ -1,0 +1,133 @@
+"""The training loop end to end on a tiny enwik8 zip: learning, eval.py, resume, bad input."""
+import glob
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import eval as eval_lib
+import train
+from tests.helpers import read_metrics, tiny_config, tiny_text, write_enwik8_zip
+from trainlib import mesh as mesh_lib
+from trainlib import state as state_lib
+from trainlib.checkpoints import Checkpoints
+
+
+@pytest.fixture(scope='module')
+def zip_path(tmp_path_factory):
+  return write_enwik8_zip(tmp_path_factory.mktemp('data') / 'enwik8.zip', tiny_text())
+
+
+@pytest.fixture(scope='module')
+def reference(zip_path, tmp_path_factory):
+  """An uninterrupted 12-step run."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  return workdir, train.train_and_evaluate(tiny_config(zip_path), workdir)
+
+
+def final_params(config, workdir):
+  mesh = mesh_lib.make_mesh(config.mesh)
+  _, state, _, _ = state_lib.create(config, mesh, total_steps=1)
+  ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'))
+  step, state, _ = ckpt.restore(state)
+  ckpt.close()
+  return step, state
+
+
+def test_loss_falls_and_outputs_are_written(reference):
+  workdir, result = reference
+  rows = read_metrics(workdir)
+  assert [r['step'] for r in rows] == list(range(1, 13))
+  assert rows[-1]['loss'] < rows[0]['loss'] - 1.0
+  assert np.isfinite(result['valid']['bits']) and result['valid']['bits'] < 8.0
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')))[-3:] == ['12', '6', '9']
+  assert glob.glob(os.path.join(workdir, 'tb', 'events.out.tfevents.*'))
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
+  assert len(result['sample']) > 0
+
+
+def test_eval_reads_the_newest_checkpoint(reference, zip_path):
+  workdir, result = reference
+  row = eval_lib.evaluate_checkpoint(tiny_config(zip_path), workdir, 'valid')
+  assert row['step'] == 12
+  np.testing.assert_allclose(row['bits'], result['valid']['bits'], rtol=1e-6)
+  test_row = eval_lib.evaluate_checkpoint(tiny_config(zip_path), workdir, 'test')
+  assert test_row['tokens'] == 0.05 * len(tiny_text()) - 1
+  with open(os.path.join(workdir, 'results.jsonl')) as f:
+    assert len(f.readlines()) == 2
+
+
+class Killed(Exception):
+  pass
+
+
+def test_killed_and_resumed_run_ends_where_uninterrupted_run_ends(reference, zip_path, tmp_path,
+                                                                  monkeypatch):
+  ref_dir, ref = reference
+  config = tiny_config(zip_path)
+  real = train.task.train_iterator
+
+  def dies_at_batch_8(*args):
+    it = real(*args)
+    class Wrapped:
+      n = 0
+      def __next__(self):
+        self.n += 1
+        if self.n == 8:
+          raise Killed()
+        return next(it)
+      get_state, set_state = it.get_state, it.set_state
+    return Wrapped()
+
+  monkeypatch.setattr(train.task, 'train_iterator', dies_at_batch_8)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert Checkpoints(str(tmp_path / 'checkpoints')).latest_step() == 6
+  monkeypatch.setattr(train.task, 'train_iterator', real)
+  resumed = train.train_and_evaluate(config, str(tmp_path))
+
+  _, ref_state = final_params(config, ref_dir)
+  step, state = final_params(config, str(tmp_path))
+  assert step == 12
+  for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert resumed['valid']['bits'] == ref['valid']['bits']
+  by_step = {r['step']: r['loss'] for r in read_metrics(tmp_path)}
+  for r in read_metrics(ref_dir):
+    assert by_step[r['step']] == r['loss']
+
+
+def test_corrupt_newest_checkpoint_is_skipped(reference, zip_path, tmp_path, capsys):
+  ref_dir, ref = reference
+  shutil.copytree(ref_dir, tmp_path, dirs_exist_ok=True)
+  for f in glob.glob(str(tmp_path / 'checkpoints' / '12' / 'state' / '**' / '*'), recursive=True):
+    if os.path.isfile(f) and os.path.getsize(f) > 100:
+      with open(f, 'r+b') as fh:
+        fh.truncate(os.path.getsize(f) // 2)
+  result = train.train_and_evaluate(tiny_config(zip_path), str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'checkpoints/12 is unreadable' in out and 'Resumed from' in out and '/9 (step 9)' in out
+  assert os.path.isdir(tmp_path / 'checkpoints' / '12.corrupt')
+  assert result['valid']['bits'] == ref['valid']['bits']
+
+
+def test_non_finite_loss_stops_naming_the_step(zip_path, tmp_path):
+  config = tiny_config(zip_path, **{'optim.lr': 1e30, 'optim.warmup_steps': 0})
+  with pytest.raises(train.NonFiniteError, match=r'non-finite loss or gradient at step \d+'):
+    train.train_and_evaluate(config, str(tmp_path))
+  rows = read_metrics(tmp_path)
+  assert all(np.isfinite(r['loss']) for r in rows)
+  ckpts = Checkpoints(str(tmp_path / 'checkpoints')).manager.all_steps()
+  assert all(s <= len(rows) for s in ckpts)
+
+
+def test_sequence_longer_than_max_len_is_an_error(zip_path, tmp_path):
+  with pytest.raises(ValueError, match='seq_len=32 exceeds model.max_len=16'):
+    train.train_and_evaluate(tiny_config(zip_path, **{'model.max_len': 16}), str(tmp_path))
+
+
+def test_missing_enwik8_names_the_flag(tmp_path):
+  with pytest.raises(FileNotFoundError, match='--config.data.path'):
+    train.train_and_evaluate(tiny_config(str(tmp_path / 'missing.zip')), str(tmp_path))

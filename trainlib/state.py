@@ -1,0 +1,46 @@
+"""The train state: {'params', 'buffers', 'opt', 'step'}, created sharded on the mesh.
+
+train.py trains it; eval.py builds the same structure as a restore target.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from trainlib import optim, task
+
+
+def create(config, mesh, total_steps: int):
+  """Returns (graphdef, state, tx, lr_schedule); parameters laid out by config.axis_rules."""
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(config.axis_rules):
+    model = task.build_model(config, nnx.Rngs(config.seed))
+  graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+  tx, lr_fn = optim.optimizer(config.optim, total_steps)
+  state = {'params': params, 'buffers': buffers, 'opt': jax.jit(tx.init)(params),
+           'step': jnp.zeros((), jnp.int32)}
+  # Scalars (step, optimizer counts) come out on one device: replicate them on the mesh.
+  replicated = NamedSharding(mesh, P())
+  state = jax.tree.map(
+      lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, replicated),
+      state)
+  return graphdef, state, tx, lr_fn
+
+
+def make_eval_step(graphdef):
+  @jax.jit
+  def eval_step(params, buffers, batch):
+    return task.nll(nnx.merge(graphdef, params, buffers), batch)
+  return eval_step
+
+
+def evaluate(eval_step, state, batches, to_global) -> dict:
+  """Mean NLL (nats) and bits per token over `batches`, counting only unmasked tokens."""
+  total = count = 0.0
+  for batch in batches:
+    s, c = eval_step(state['params'], state['buffers'], to_global(batch))
+    total, count = total + float(s), count + float(c)
+  loss = total / max(count, 1.0)
+  return {'loss': loss, 'bits': loss / float(np.log(2.0)), 'tokens': count}
