@@ -36,7 +36,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'valid') -> dict:
                             f'train.py --workdir={workdir}')
   step, state, _ = restored
   t = time.perf_counter()
-  m = state_lib.evaluate(state_lib.make_eval_step(graphdef), state,
+  m = state_lib.evaluate(state_lib.make_eval_step(config, graphdef), state,
                          task.eval_batches(config, data), lambda b: mesh_lib.to_global(b, sharding))
   row = {'step': int(step), 'split': split, 'bits': m['bits'], 'loss': m['loss'],
          'tokens': int(m['tokens']), 'mixer': config.model.mixer, 'data': config.data.name,

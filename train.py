@@ -70,7 +70,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     buf_key, drop_key = jax.random.split(jax.random.fold_in(base_key, step))
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state['buffers'])
+      model = state_lib.merge(config, graphdef, params, state['buffers'])
       update_all_buffers(model, step, buf_key)
       total, count = task.nll(model, batch, rng=drop_key)
       return total / count, nnx.state(model, Buffer)
@@ -83,7 +83,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   train_step = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=0)
-  eval_step = state_lib.make_eval_step(graphdef)
+  eval_step = state_lib.make_eval_step(config, graphdef)
   to_global = lambda b: mesh_lib.to_global(b, batch_sharding)
 
   def run_eval(step, max_batches):
@@ -156,7 +156,7 @@ def sample_text(config, graphdef, state, prompt) -> str:
 
   @jax.jit
   def gen(params, buffers, prompt, key):
-    return generate(nnx.merge(graphdef, params, buffers), prompt, n, key,
+    return generate(state_lib.merge(config, graphdef, params, buffers), prompt, n, key,
                     config.sample.temperature)
 
   try:

@@ -31,7 +31,7 @@ def get_config(arg=None):
                 seq_len=1024)
   c.model = dict(mixer=a.mixer, mixer_options={}, vocab_size=256, dim=dim, num_layers=layers,
                  num_heads=heads, mlp_dim=mlp, max_len=1024, dropout_rate=0.1,
-                 position='learned')
+                 position='learned', compute_dtype='float32')
   c.batch_size, c.num_epochs = 128, 100
   c.optim.lr, c.optim.weight_decay = 3e-3, 0.5
   c.eval_every, c.checkpoint_every, c.eval_batches = 2000, 1000, 40

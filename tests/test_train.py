@@ -131,3 +131,13 @@ def test_sequence_longer_than_max_len_is_an_error(zip_path, tmp_path):
 def test_missing_enwik8_names_the_flag(tmp_path):
   with pytest.raises(FileNotFoundError, match='--config.data.path'):
     train.train_and_evaluate(tiny_config(str(tmp_path / 'missing.zip')), str(tmp_path))
+
+
+def test_bfloat16_compute_follows_float32(reference, zip_path, tmp_path):
+  ref_dir, _ = reference
+  train.train_and_evaluate(tiny_config(zip_path, **{'model.compute_dtype': 'bfloat16'}),
+                           str(tmp_path))
+  bf16 = [r['loss'] for r in read_metrics(tmp_path)]
+  f32 = [r['loss'] for r in read_metrics(ref_dir)]
+  np.testing.assert_allclose(bf16, f32, rtol=3e-2)
+  assert bf16[-1] < bf16[0] - 1.0

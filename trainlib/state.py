@@ -29,10 +29,21 @@ def create(config, mesh, total_steps: int):
   return graphdef, state, tx, lr_fn
 
 
-def make_eval_step(graphdef):
+def merge(config, graphdef, params, buffers) -> nnx.Module:
+  """The model for a forward pass. With model.compute_dtype='bfloat16' the float32 master
+  parameters are cast for compute (gradients flow back to float32); mixers keep their
+  sums, exponentials and normalisers in float32."""
+  dtype = jnp.dtype(config.model.compute_dtype)
+  if dtype != jnp.float32:
+    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
+                          else p, params)
+  return nnx.merge(graphdef, params, buffers)
+
+
+def make_eval_step(config, graphdef):
   @jax.jit
   def eval_step(params, buffers, batch):
-    return task.nll(nnx.merge(graphdef, params, buffers), batch)
+    return task.nll(merge(config, graphdef, params, buffers), batch)
   return eval_step
 
 
