@@ -46,5 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Logical axis name -> mesh axes (None: replicated).
   c.axis_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('heads', 'tensor'),
                   ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None))
-  c.sample = ml_collections.ConfigDict(dict(prompt_len=32, num_tokens=200, temperature=0.8))
+  # Text: prompt_len validation bytes then num_tokens sampled; images: num_images at the end.
+  c.sample = ml_collections.ConfigDict(dict(prompt_len=32, num_tokens=200, temperature=0.8,
+                                            num_images=0))
   return c

@@ -19,7 +19,11 @@ class CausalLM(nnx.Module):
 
   def __init__(self, *, vocab_size: int, dim: int, num_layers: int, num_heads: int,
                mlp_dim: int, max_len: int, mixer: str, mixer_options: dict | None = None,
-               dropout_rate: float = 0.0, position: str = 'learned', rngs: nnx.Rngs):
+               dropout_rate: float = 0.0, position: str = 'learned', start_token: bool = False,
+               rngs: nnx.Rngs):
+    """start_token=False: output t predicts token t+1 (byte LM on windows of T+1).
+    start_token=True: inputs shift right behind a learned start vector, so output t
+    predicts token t and the first token is modelled too (pixels)."""
     if position not in ('learned', 'none'):
       raise ValueError(f"position must be 'learned' or 'none', got {position!r}")
     self.max_len, self.dropout_rate = max_len, dropout_rate
@@ -28,6 +32,8 @@ class CausalLM(nnx.Module):
                            embedding_init=nnx.with_partitioning(init, ('vocab', 'embed')))
     self.pos = (nnx.Param(nnx.with_partitioning(init, ('length', 'embed'))(
         rngs.params(), (max_len, dim))) if position == 'learned' else None)
+    self.start = (nnx.Param(nnx.with_partitioning(init, ('embed',))(rngs.params(), (dim,)))
+                  if start_token else None)
     self.blocks = nnx.List([
         Block(dim=dim, num_heads=num_heads, mlp_dim=mlp_dim, max_len=max_len, causal=True,
               mixer=mixer, mixer_options=dict(mixer_options or {}),
@@ -41,6 +47,9 @@ class CausalLM(nnx.Module):
     length = tokens.shape[1]
     check_length(length, self.max_len, 'CausalLM')
     x = self.embed(tokens)
+    if self.start is not None:
+      start = jnp.broadcast_to(self.start[...].astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+      x = jnp.concatenate([start, x[:, :-1]], axis=1)
     if self.pos is not None:
       x = x + self.pos[:length]
     keys = [None] * (len(self.blocks) + 1) if rng is None else list(
@@ -56,8 +65,12 @@ class CausalLM(nnx.Module):
             'layers': [b.mixer.init_cache(batch, max_len) for b in self.blocks]}
 
   def step(self, token_t: jax.Array, cache):
-    """token_t [batch, 1] -> logits [batch, 1, vocab] for the next position."""
+    """token_t [batch, 1] -> logits [batch, 1, vocab] for the next position.
+
+    With a start token, the input at position 0 is the start vector (token_t is ignored)."""
     x = self.embed(token_t)
+    if self.start is not None:
+      x = jnp.where(cache['index'] == 0, self.start[...].astype(x.dtype), x)
     if self.pos is not None:
       x = x + jax.lax.dynamic_slice_in_dim(self.pos[...], cache['index'], 1)[None]
     layers = []
@@ -74,10 +87,12 @@ def generate(model: CausalLM, prompt: jax.Array, num_tokens: int, key: jax.Array
 
   One lax.scan over P + num_tokens - 1 positions: the prompt is teacher-forced,
   the rest sampled. Returns [batch, num_tokens]. Jit it with num_tokens static.
+  For a model with a start token, pass a [batch, 1] prompt (its value is unused):
+  the result is num_tokens tokens from the very first one.
   """
   batch, plen = prompt.shape
   total = plen + num_tokens
-  cache = model.init_cache(batch, total)
+  cache = model.init_cache(batch, total - 1)  # the last sampled token is never fed back
 
   def body(carry, t):
     token, cache = carry

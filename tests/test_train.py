@@ -124,7 +124,7 @@ def test_non_finite_loss_stops_naming_the_step(zip_path, tmp_path):
 
 
 def test_sequence_longer_than_max_len_is_an_error(zip_path, tmp_path):
-  with pytest.raises(ValueError, match='seq_len=32 exceeds model.max_len=16'):
+  with pytest.raises(ValueError, match='sequence length 32 .* exceeds model.max_len=16'):
     train.train_and_evaluate(tiny_config(zip_path, **{'model.max_len': 16}), str(tmp_path))
 
 

@@ -1,0 +1,64 @@
+"""Images as token sequences for autoregressive modelling: raster order over pixels, the
+R, G, B sub-pixels as consecutive tokens (H*W*3 tokens, each one of 256 values).
+
+Training: shuffled per epoch, augmented (random horizontal flip, then one random
+offset in [-offset, offset] added to every sub-pixel, clipped to [0, 255]; per
+element from a seeded generator, so resumed runs see the same batches), batched;
+the iterator's state is checkpointable. Evaluation covers every image: the last
+batch is padded with masked rows.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from data.builtin_images import Crops
+from data.cifar10 import TfdsImages, read_cifar10_archive
+from data.lm import _local_rows
+
+
+def load_images(cfg, split: str):
+  """A random-access source of uint8 [H, W, 3] images for cfg = config.data."""
+  if cfg.name == 'cifar10':
+    split = 'test' if split in ('valid', 'test') else 'train'  # CIFAR-10 has no valid split
+    if cfg.format == 'archive':
+      return read_cifar10_archive(cfg.path, split)[0]
+    if cfg.format == 'tfds':
+      return TfdsImages('cifar10', split, cfg.tfds_data_dir)
+    raise ValueError(f"data.format must be 'archive' or 'tfds', got {cfg.format!r}")
+  if cfg.name == 'builtin_images':
+    return Crops(split, cfg.image_shape[0], cfg.num_train if split == 'train' else cfg.num_valid)
+  raise ValueError(f"unknown image data.name {cfg.name!r}; expected 'cifar10' or 'builtin_images'")
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, max_offset: int) -> np.ndarray:
+  if rng.random() < 0.5:
+    image = image[:, ::-1]  # horizontal: the width axis of [H, W, 3]
+  offset = int(rng.integers(-max_offset, max_offset + 1))
+  return np.clip(image.astype(np.int32) + offset, 0, 255)
+
+
+def to_tokens(image: np.ndarray) -> np.ndarray:
+  return np.asarray(image, np.int32).reshape(-1)
+
+
+def train_dataset(source, global_batch: int, seed: int, max_offset: int):
+  if len(source) < global_batch:
+    raise ValueError(f'{len(source)} training images, fewer than one batch of {global_batch}')
+  first, rows = _local_rows(global_batch)
+  ds = (grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+        .random_map(lambda im, rng: to_tokens(augment(im, rng, max_offset)), seed=seed)
+        .batch(global_batch).map(lambda b: {'tokens': b[first:first + rows]}))
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+
+
+def eval_batches(source, global_batch: int, max_batches: int | None = None):
+  first, rows = _local_rows(global_batch)
+  n_batches = -(-len(source) // global_batch)
+  if max_batches is not None:
+    n_batches = min(n_batches, max_batches)
+  for b in range(n_batches):
+    idx = np.arange(b * global_batch, (b + 1) * global_batch)[first:first + rows]
+    tokens = np.stack([to_tokens(source[min(i, len(source) - 1)]) for i in idx])
+    mask = np.repeat((idx < len(source))[:, None], tokens.shape[1], 1).astype(np.float32)
+    yield {'tokens': tokens, 'mask': mask}
