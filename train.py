@@ -14,12 +14,9 @@ import os
 import time
 
 import jax
-import optax
 from absl import app, flags, logging
-from flax import nnx
 from ml_collections import config_flags
 
-from mixers import Buffer, update_all_buffers
 from trainlib import mesh as mesh_lib
 from trainlib import sampling
 from trainlib import state as state_lib
@@ -61,26 +58,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f'mesh {dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} device(s)',
         flush=True)
 
-  base_key = jax.random.key(config.seed)
-
-  def train_step(state, batch):
-    step = state['step']
-    buf_key, drop_key = jax.random.split(jax.random.fold_in(base_key, step))
-
-    def loss_fn(params):
-      model = state_lib.merge(config, graphdef, params, state['buffers'])
-      update_all_buffers(model, step, buf_key)
-      total, count = task.nll(model, batch, rng=drop_key)
-      return total / count, nnx.state(model, Buffer)
-
-    (loss, buffers), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt = tx.update(grads, state['opt'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': lr_fn(step)}
-    return {'params': params, 'buffers': buffers, 'opt': opt, 'step': step + 1}, metrics
-
-  train_step = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=(state_sharding, None), donate_argnums=0)
+  train_step = state_lib.make_train_step(config, graphdef, tx, lr_fn, state_sharding,
+                                         batch_sharding)
   eval_step = state_lib.make_eval_step(config, graphdef)
   to_global = lambda b: mesh_lib.to_global(b, batch_sharding)
 

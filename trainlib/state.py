@@ -7,9 +7,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mixers import update_all_buffers
 from trainlib import optim, task
 
 
@@ -38,6 +40,34 @@ def merge(config, graphdef, params, buffers) -> nnx.Module:
     params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
                           else p, params)
   return nnx.merge(graphdef, params, buffers)
+
+
+def make_train_step(config, graphdef, tx, lr_fn, state_sharding, batch_sharding):
+  """The jitted train step (state, batch) -> (state, metrics); the state is donated.
+
+  Dropout and Buffer updates draw from a key folded from the step number, so a
+  resumed run repeats an uninterrupted one exactly.
+  """
+  base_key = jax.random.key(config.seed)
+
+  def train_step(state, batch):
+    step = state['step']
+    buf_key, drop_key = jax.random.split(jax.random.fold_in(base_key, step))
+
+    def loss_fn(params):
+      model = merge(config, graphdef, params, state['buffers'])
+      update_all_buffers(model, step, buf_key)
+      total, count = task.nll(model, batch, rng=drop_key)
+      return total / count, nnx.split(model, nnx.Param, ...)[2]  # the updated Buffers
+
+    (loss, buffers), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt = tx.update(grads, state['opt'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'lr': lr_fn(step)}
+    return {'params': params, 'buffers': buffers, 'opt': opt, 'step': step + 1}, metrics
+
+  return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, None), donate_argnums=0)
 
 
 def make_eval_step(config, graphdef):
