@@ -5,4 +5,5 @@ imports below.
 """
 from mixers.base import Buffer, Mixer, update_all_buffers
 from mixers.registry import build, names, options, register
-from mixers import softmax  # noqa: F401  (registers 'softmax')
+# noqa: F401 below: imported to register their mixers
+from mixers import linformer, mlp_mixer, softmax, synthesizer  # noqa: F401
