@@ -6,33 +6,71 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mixers.base import Mixer, check_length
+from mixers.chunked_softmax import chunked_softmax_attention
 from mixers.layers import linear
 from mixers.registry import register
 
 
-def softmax_attention(q, k, v, *, causal: bool, implementation: str | None = None):
+IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'chunked')
+
+
+def check_options(implementation, chunk_size: int) -> None:
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'softmax: implementation must be one of {IMPLEMENTATIONS}, '
+                     f'got {implementation!r}')
+  if chunk_size < 1:
+    raise ValueError(f'softmax: chunk_size must be positive, got {chunk_size}')
+
+
+def choose_implementation(q, chunk_size: int) -> str:
+  """The backend that implementation=None picks for queries q: [batch, length, heads, dh].
+
+  cuDNN flash attention on a GPU where it applies (bf16/fp16, dh <= 128 and a
+  multiple of 8); otherwise dense XLA while the whole sequence fits in one chunk
+  (length <= chunk_size), and the chunked path above that. Dense XLA stores the
+  [batch, heads, T, T] scores several times over for the gradient (1.6 GB at
+  T=4096, batch 1, 8 heads); on CPU it is also slower than the chunked path from
+  T=1024 on, and the two are level at T=512.
+  """
+  t, dh = q.shape[1], q.shape[-1]
+  if (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
+      and dh <= 128 and dh % 8 == 0):
+    return 'cudnn'
+  return 'xla' if t <= chunk_size else 'chunked'
+
+
+def softmax_attention(q, k, v, *, causal: bool, implementation: str | None = None,
+                      chunk_size: int = 512):
   """softmax(q k^T / sqrt(dh)) v over [batch, length, heads, dh] arrays.
 
-  Goes through jax.nn.dot_product_attention, so a GPU can use cuDNN flash
-  attention (implementation='cudnn'); None lets JAX choose, 'xla' forces XLA.
+  implementation: 'xla' (dense scores), 'cudnn' (flash attention on a GPU), both
+  through jax.nn.dot_product_attention; 'chunked' (mixers.chunked_softmax, memory
+  linear in length, chunk_size positions per block); None picks one by
+  choose_implementation.
   """
+  check_options(implementation, chunk_size)
+  implementation = implementation or choose_implementation(q, chunk_size)
+  if implementation == 'chunked':
+    return chunked_softmax_attention(q, k, v, causal=causal, chunk_size=chunk_size)
   return jax.nn.dot_product_attention(q, k, v, is_causal=causal,
                                       implementation=implementation)
 
 
 @register('softmax')
 class SoftmaxAttention(Mixer):
-  """Multi-head softmax attention (Vaswani et al. 2017)."""
+  """Multi-head softmax attention (Vaswani et al. 2017).
+
+  Options: implementation (see softmax_attention; None = automatic) and
+  chunk_size (the chunked path's block length, also the automatic dense limit).
+  """
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
-               rngs: nnx.Rngs, implementation: str | None = None):
+               rngs: nnx.Rngs, implementation: str | None = None, chunk_size: int = 512):
     if dim % num_heads:
       raise ValueError(f'softmax: dim={dim} is not divisible by num_heads={num_heads}')
-    if implementation not in (None, 'xla', 'cudnn'):
-      raise ValueError(f"softmax: implementation must be None, 'xla' or 'cudnn', "
-                       f'got {implementation!r}')
+    check_options(implementation, chunk_size)
     self.num_heads, self.max_len, self.causal = num_heads, max_len, causal
-    self.implementation = implementation
+    self.implementation, self.chunk_size = implementation, chunk_size
     self.q, self.k, self.v = (linear(dim, dim, ('embed', 'heads'), rngs=rngs)
                               for _ in range(3))
     self.out = linear(dim, dim, ('heads', 'embed'), rngs=rngs)
@@ -43,7 +81,8 @@ class SoftmaxAttention(Mixer):
   def __call__(self, x, *, rng=None):
     check_length(x.shape[1], self.max_len, 'softmax')
     q, k, v = (self._heads(f(x)) for f in (self.q, self.k, self.v))
-    y = softmax_attention(q, k, v, causal=self.causal, implementation=self.implementation)
+    y = softmax_attention(q, k, v, causal=self.causal, implementation=self.implementation,
+                          chunk_size=self.chunk_size)
     return self.out(y.reshape(x.shape))
 
   def init_cache(self, batch: int, max_len: int):
@@ -59,5 +98,8 @@ class SoftmaxAttention(Mixer):
     ks = jax.lax.dynamic_update_slice_in_dim(cache['k'], k.astype(cache['k'].dtype), i, 1)
     vs = jax.lax.dynamic_update_slice_in_dim(cache['v'], v.astype(cache['v'].dtype), i, 1)
     mask = (jnp.arange(ks.shape[1]) <= i)[None, None, None, :]
-    y = jax.nn.dot_product_attention(q, ks, vs, mask=mask, implementation=self.implementation)
+    # One query against the cache: the dense form is O(T) already, so only an
+    # explicit 'cudnn' changes it.
+    impl = 'cudnn' if self.implementation == 'cudnn' else 'xla'
+    y = jax.nn.dot_product_attention(q, ks, vs, mask=mask, implementation=impl)
     return self.out(y.reshape(x_t.shape)), {'k': ks, 'v': vs, 'index': i + 1}

@@ -1,4 +1,7 @@
-"""The softmax baseline against a plain dense float64 reference; causality; decoding."""
+"""The softmax baseline (dense and chunked) against a plain dense float64 reference;
+causality; decoding."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +9,8 @@ import pytest
 from flax import nnx
 
 import mixers
-from mixers.softmax import softmax_attention
+from mixers.chunked_softmax import chunked_softmax_attention
+from mixers.softmax import choose_implementation, softmax_attention
 
 
 def dense_reference(q, k, v, causal):
@@ -76,8 +80,9 @@ def test_bidirectional_sees_the_future():
   assert not np.allclose(m(x)[:, :5], m(x.at[:, 9].add(5.0))[:, :5])
 
 
-def test_decode_equals_parallel():
-  m = build()
+@pytest.mark.parametrize('opts', [{}, {'implementation': 'chunked', 'chunk_size': 16}])
+def test_decode_equals_parallel(opts):
+  m = build(**opts)
   x = jax.random.normal(jax.random.key(0), (2, 37, 24))
   cache = m.init_cache(2, 37)
   step = nnx.jit(lambda m, xt, c: m.step(xt, c))
@@ -100,3 +105,86 @@ def test_extreme_and_bfloat16_inputs_finite():
 def test_longer_than_max_len_is_an_error():
   with pytest.raises(ValueError, match='exceeds max_len=64'):
     build()(jnp.zeros((1, 65, 24)))
+
+
+def chunked(causal, chunk_size):
+  return functools.partial(chunked_softmax_attention, causal=causal, chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def output_and_grads(attention, q, k, v, w):
+  """attention(q, k, v) and the gradient of sum(attention * w), in one compiled call."""
+  out, vjp = jax.vjp(attention, q, k, v)
+  return out, vjp(w.astype(out.dtype))
+
+
+def float64_grads(q, k, v, w, causal):
+  """Gradient of the dense XLA path computed in float64 (the path checked above)."""
+  dense = lambda q, k, v: softmax_attention(q, k, v, causal=causal, implementation='xla')
+  with jax.enable_x64(True):
+    a = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v, w)]
+    return [np.asarray(g) for g in output_and_grads(dense, *a)[1]]
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('t,chunk', [(63, 16), (300, 64)])
+def test_chunked_forward_and_gradient_match_reference(causal, t, chunk):
+  """Chunk sizes that do not divide T: the padded tail must be masked out."""
+  q, k, v = qkv(t)
+  w = np.random.default_rng(0).normal(size=q.shape)
+  out, grads = output_and_grads(chunked(causal, chunk), q, k, v, w)
+  np.testing.assert_allclose(out, dense_reference(q, k, v, causal), atol=2e-6, rtol=1e-5)
+  for g, ref in zip(grads, float64_grads(q, k, v, w, causal)):
+    np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_skips_blocks_above_the_diagonal():
+  """NaN values in the last key chunk: a path that computed that block and then masked
+  it would give NaN (0 * NaN) for every earlier query chunk, output and gradient."""
+  q, k, v = qkv(64)
+  w = np.zeros(q.shape)  # a loss on the first three chunks only
+  w[:, :48] = np.random.default_rng(0).normal(size=w[:, :48].shape)
+  attention = chunked(True, 16)
+  clean = output_and_grads(attention, q, k, v, w)
+  poisoned = output_and_grads(attention, q, k, v.at[:, 48:].set(jnp.nan), w)
+  np.testing.assert_array_equal(poisoned[0][:, :48], clean[0][:, :48])
+  np.testing.assert_array_equal(poisoned[1][0][:, :48], clean[1][0][:, :48])  # dq
+
+
+def test_chunked_extreme_and_bfloat16_inputs():
+  attention = chunked(True, 16)
+  q, k, v = qkv(50, scale=1e4)
+  w = np.ones(q.shape)
+  out, grads = output_and_grads(attention, q, k, v, w)
+  assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in grads)
+  qb, kb, vb = (a.astype(jnp.bfloat16) for a in qkv(50))
+  out, grads = output_and_grads(attention, qb, kb, vb, w)
+  assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+  np.testing.assert_allclose(np.asarray(out, np.float32), dense_reference(*qkv(50), True),
+                             atol=5e-2)
+
+
+def test_automatic_choice_for_float32():
+  assert choose_implementation(jnp.zeros((1, 512, 2, 8)), 512) == 'xla'
+  assert choose_implementation(jnp.zeros((1, 513, 2, 8)), 512) == 'chunked'
+
+
+def test_chunked_mixer_equals_dense_mixer_and_is_causal():
+  x = jax.random.normal(jax.random.key(0), (2, 40, 24))
+  x2 = x.at[:, 25:].set(jax.random.normal(jax.random.key(1), (2, 15, 24)) * 100)
+  apply = nnx.jit(lambda m, x: m(x))
+  for causal in (False, True):
+    m = build(causal, implementation='chunked', chunk_size=16)
+    y = apply(m, x)
+    np.testing.assert_allclose(y, apply(build(causal, implementation='xla'), x),
+                               atol=2e-5, rtol=1e-4)
+  y2 = apply(m, x2)  # m, y: the causal mixer
+  np.testing.assert_array_equal(y[:, :25], y2[:, :25])
+  assert not np.allclose(y[:, 25:], y2[:, 25:])
+
+
+def test_bad_options_are_errors():
+  with pytest.raises(ValueError, match='implementation must be one of'):
+    build(implementation='flash')
+  with pytest.raises(ValueError, match='chunk_size must be positive'):
+    build(chunk_size=0)
