@@ -5,5 +5,6 @@ imports below.
 """
 from mixers.base import Buffer, Mixer, update_all_buffers
 from mixers.registry import build, names, options, register
-# noqa: F401 below: imported to register their mixers
-from mixers import linformer, mlp_mixer, softmax, synthesizer  # noqa: F401
+# Imported to register their mixers.
+from mixers import (linformer, mlp_mixer, softmax, sparse_attention,  # noqa: F401
+                    synthesizer)
