@@ -6,5 +6,5 @@ imports below.
 from mixers.base import Buffer, Mixer, update_all_buffers
 from mixers.registry import build, names, options, register
 # Imported to register their mixers.
-from mixers import (linformer, mlp_mixer, softmax, sparse_attention,  # noqa: F401
-                    synthesizer)
+from mixers import (linformer, lsh, mlp_mixer, routing, sinkhorn, softmax,  # noqa: F401
+                    sparse_attention, synthesizer)

@@ -141,3 +141,16 @@ def test_bfloat16_compute_follows_float32(reference, zip_path, tmp_path):
   f32 = [r['loss'] for r in read_metrics(ref_dir)]
   np.testing.assert_allclose(bf16, f32, rtol=3e-2)
   assert bf16[-1] < bf16[0] - 1.0
+
+
+def test_buffers_change_only_in_the_train_step(zip_path, tmp_path):
+  """Routing centroids (Buffers) move during training and are checkpointed."""
+  config = tiny_config(zip_path, **{'model.mixer': 'routing', 'num_steps': 3,
+                                    'checkpoint_every': 3, 'eval_every': 3})
+  mesh = mesh_lib.make_mesh(config.mesh)
+  _, initial, _, _ = state_lib.create(config, mesh, total_steps=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  step, state = final_params(config, str(tmp_path))
+  assert step == 3
+  before, after = jax.tree.leaves(initial['buffers']), jax.tree.leaves(state['buffers'])
+  assert before and any(not np.array_equal(a, b) for a, b in zip(before, after))

@@ -39,7 +39,9 @@ def merge(config, graphdef, params, buffers) -> nnx.Module:
   if dtype != jnp.float32:
     params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
                           else p, params)
-  return nnx.merge(graphdef, params, buffers)
+  # copy=True: Buffers written inside a traced forward pass (e.g. centroid updates) must
+  # belong to this trace, not to the arrays passed into jit.
+  return nnx.merge(graphdef, params, buffers, copy=True)
 
 
 def make_train_step(config, graphdef, tx, lr_fn, state_sharding, batch_sharding):
