@@ -33,14 +33,9 @@ class NonFiniteError(FloatingPointError):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming if workdir has checkpoints), evaluates, samples; returns final metrics."""
-  mesh = mesh_lib.make_mesh(config.mesh)
-  mesh_lib.check_batch(config.batch_size, mesh)
-  batch_sharding = mesh_lib.batch_sharding(mesh, config.axis_rules)
   train_data, valid_data = task.load_split(config, 'train'), task.load_split(config, 'valid')
   total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch(config, train_data)
-
-  graphdef, state, tx, lr_fn = state_lib.create(config, mesh, total_steps)
-  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  mesh, batch_sharding, graphdef, state, train_step = state_lib.setup(config, total_steps)
 
   ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
   train_iter = task.train_iterator(config, train_data)
@@ -58,8 +53,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f'mesh {dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} device(s)',
         flush=True)
 
-  train_step = state_lib.make_train_step(config, graphdef, tx, lr_fn, state_sharding,
-                                         batch_sharding)
   eval_step = state_lib.make_eval_step(config, graphdef)
   to_global = lambda b: mesh_lib.to_global(b, batch_sharding)
 

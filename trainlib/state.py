@@ -12,6 +12,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mixers import update_all_buffers
+from trainlib import mesh as mesh_lib
 from trainlib import optim, task
 
 
@@ -42,6 +43,17 @@ def merge(config, graphdef, params, buffers) -> nnx.Module:
   # copy=True: Buffers written inside a traced forward pass (e.g. centroid updates) must
   # belong to this trace, not to the arrays passed into jit.
   return nnx.merge(graphdef, params, buffers, copy=True)
+
+
+def setup(config, total_steps: int):
+  """(mesh, batch_sharding, graphdef, fresh sharded state, jitted train step) of a run."""
+  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh_lib.check_batch(config.batch_size, mesh)
+  batch_sharding = mesh_lib.batch_sharding(mesh, config.axis_rules)
+  graphdef, state, tx, lr_fn = create(config, mesh, total_steps)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  train_step = make_train_step(config, graphdef, tx, lr_fn, state_sharding, batch_sharding)
+  return mesh, batch_sharding, graphdef, state, train_step
 
 
 def make_train_step(config, graphdef, tx, lr_fn, state_sharding, batch_sharding):

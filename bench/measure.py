@@ -1,0 +1,69 @@
+"""Shared by the workers: wall time, process memory and how a measurement ended."""
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+
+def median_time(run, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+  """Median wall seconds of `run()` (which must block until its result is ready)."""
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times), times
+
+
+def _rss() -> tuple[int, int]:
+  """(current, peak) resident bytes: /proc on Linux, else ru_maxrss (bytes on macOS) for both."""
+  try:
+    with open('/proc/self/status') as f:
+      fields = dict(line.split(':', 1) for line in f if ':' in line)
+    return tuple(int(fields[k].split()[0]) * 1024 for k in ('VmRSS', 'VmHWM'))
+  except (OSError, KeyError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak if sys.platform == 'darwin' else peak * 1024
+    return peak, peak
+
+
+class ResidentSet:
+  """Peak resident set of one phase of a measurement.
+
+  On Linux (>= 4.0) `start` resets the kernel's high-water mark to the current
+  resident size, so the phase's peak leaves out the compiler's (which dominates at
+  short lengths and would flatten the log-log slopes). Elsewhere the peak is the
+  process's. `lifetime` keeps the whole process's peak, compiler included.
+  """
+
+  def __init__(self):
+    self.lifetime = 0
+
+  def start(self) -> int:
+    self.peak()
+    try:
+      with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    except OSError:
+      pass
+    return _rss()[0]
+
+  def peak(self) -> int:
+    peak = _rss()[1]
+    self.lifetime = max(self.lifetime, peak)
+    return peak
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  text = f'{type(error).__name__} {error}'.lower()
+  return isinstance(error, MemoryError) or any(
+      s in text for s in ('resource_exhausted', 'out of memory', "can't allocate memory",
+                          'cannot allocate memory'))
+
+
+class NotApplicable(Exception):
+  """The implementation has no such mode (a bidirectional-only mixer asked to be causal)."""

@@ -1,0 +1,94 @@
+"""Training throughput: tokens/s of the Enwik8 model's train step for each mixer, and the
+share of the step spent in the mixers.
+
+  python -m bench.train_step [--mixers=softmax,aft_simple] [--lengths=1024,4096]
+      [--config=configs/enwik8.py] [--config.model.num_layers=4 ...] [--out=bench/results]
+
+The step is trainlib's jitted train step (state_lib.make_train_step, as train.py builds
+it) on random bytes, for a small model by default (SMALL_MODEL; any --config.* flag
+overrides it). The mixer share is num_layers x (one mixer's forward+backward at the
+step's shapes, timed alone) / (the step's time). Each (mixer, length) runs in a fresh
+process. Writes train_step_<backend>.{csv,json,md} into --out.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+import mixers
+from bench import report, system
+from bench.sweep import memory_limit, probe, sweep
+
+FLAGS = flags.FLAGS
+SMALL_MODEL = {'model.num_layers': 2, 'model.dim': 256, 'model.num_heads': 4,
+               'model.mlp_dim': 1024, 'batch_size': 4}
+COLUMNS = ('impl', 'length', 'status', 'batch', 'num_layers', 'dim', 'heads', 'mlp_dim', 'dtype',
+           'step_s', 'tokens_per_s', 'mixer_fwdbwd_s', 'mixer_share', 'first_step_s', 'wall_s',
+           'error')
+
+
+def markdown(rows, lengths) -> str:
+  ok = [r for r in rows if r['status'] == 'ok']
+  model = (f'Model: {ok[0]["num_layers"]} layers, d {ok[0]["dim"]}, {ok[0]["heads"]} heads, '
+           f'MLP {ok[0]["mlp_dim"]}, batch {ok[0]["batch"]}, {ok[0]["dtype"]}. ' if ok else '')
+  out = [model + 'Mixer share: layers x (one mixer\'s forward+backward at the step\'s shapes, '
+         'timed alone) / (the train step\'s time).', '',
+         '| mixer | ' + ' | '.join(f'T={n} tokens/s | T={n} mixer share' for n in lengths) + ' |',
+         '|---' * (2 * len(lengths) + 1) + '|']
+  for impl in dict.fromkeys(r['impl'] for r in rows):
+    cells = []
+    for n in lengths:
+      r = next(r for r in rows if r['impl'] == impl and r['length'] == n)
+      if r['status'] == 'ok':
+        cells += [f'{r["tokens_per_s"]:,.0f}', f'{100 * r["mixer_share"]:.0f}%']
+      else:
+        cells += ['—' if r['status'] == 'skipped' else r['status'], '']
+    out.append(f'| {impl} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(out) + '\n'
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(FLAGS.mixers or []) - set(mixers.names()))
+  if unknown:
+    raise app.UsageError(f'unknown mixer(s) {unknown}; registered: {", ".join(mixers.names())}')
+  machine = probe(FLAGS.timeout)
+  backend = machine['backend']
+  path = config_flags.get_config_filename(FLAGS['config'])
+  overrides = {**SMALL_MODEL, **config_flags.get_override_values(FLAGS['config'])}
+  lengths = sorted(int(n) for n in FLAGS.lengths)
+  cases = [{'kind': 'train', 'impl': name, 'config': path, 'repeats': FLAGS.repeats,
+            'memory_limit_bytes': memory_limit(backend, FLAGS.memory_limit_gb),
+            'overrides': {**overrides, 'model.mixer': name}}
+           for name in (FLAGS.mixers or mixers.names())]
+  rows = sweep(cases, lengths, FLAGS.timeout, log=lambda r: print(
+      f'{r["impl"]:>12} T={r["length"]:<6} {r["status"]:<7} ' + (
+          f'{r["tokens_per_s"]:,.0f} tokens/s, mixers {100 * r["mixer_share"]:.0f}% of the step'
+          if r['status'] == 'ok' else r.get('error', '')), flush=True))
+  meta = {'command': 'python -m bench.train_step ' + ' '.join(sys.argv[1:]),
+          'machine': machine,
+          'versions': system.versions(), 'config': path, 'overrides': overrides}
+  stem = f'train_step_{backend}'
+  paths = report.write_raw(rows, meta, FLAGS.out, stem, COLUMNS)
+  paths.append(os.path.join(FLAGS.out, f'{stem}.md'))
+  text = report.header(meta) + '\n' + markdown(rows, lengths)
+  with open(paths[-1], 'w') as f:
+    f.write(text)
+  print('\n' + text)
+  print('wrote ' + ', '.join(paths))
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', 'configs/enwik8.py', 'Task config; --config.* '
+                                  'flags override it and the small model.', lock_config=True)
+  flags.DEFINE_list('mixers', None, 'Registered mixers to measure (default: all).')
+  flags.DEFINE_list('lengths', ['1024', '4096'], 'Sequence lengths T.')
+  flags.DEFINE_integer('repeats', 3, 'Timed steps (the median is reported).')
+  flags.DEFINE_string('out', 'bench/results', 'Output directory.')
+  flags.DEFINE_float('timeout', 900, 'Seconds per (mixer, length).')
+  flags.DEFINE_float('memory_limit_gb', -1, 'Address-space cap per CPU worker in GiB; '
+                     '-1: 90% of RAM; 0: none.')
+  app.run(main)
