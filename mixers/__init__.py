@@ -6,5 +6,6 @@ imports below.
 from mixers.base import Buffer, Mixer, update_all_buffers
 from mixers.registry import build, names, options, register
 # Imported to register their mixers.
-from mixers import (linformer, lsh, mlp_mixer, routing, sinkhorn, softmax,  # noqa: F401
-                    sparse_attention, synthesizer)
+from performer import modules as _performer  # noqa: F401  (registers 'performer')
+from mixers import (linear_attention, linformer, lsh, mlp_mixer, routing,  # noqa: F401
+                    sinkhorn, softmax, sparse_attention, synthesizer)

@@ -1,4 +1,5 @@
-"""Linformer, Synthesizer and MLP-Mixer token mixing against float64 references from the formulas."""
+"""Linformer, linear attention, Synthesizer and MLP-Mixer token mixing against float64
+references written from the formulas."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,9 +7,6 @@ import pytest
 from flax import nnx
 
 import mixers
-import mixers.linformer  # noqa: F401
-import mixers.mlp_mixer  # noqa: F401
-import mixers.synthesizer  # noqa: F401
 
 D, H, MAX = 16, 2, 320
 
@@ -72,6 +70,17 @@ def ref_synthesizer(p, x, causal, mode):
   return dense(p['out'], y.reshape(x.shape))
 
 
+def ref_linear(p, x, causal):
+  """phi(q_t) sum_{s (<= t)} phi(k_s) v_s^T / phi(q_t) sum phi(k_s), phi = elu + 1, per head."""
+  phi = lambda a: np.where(a > 0, a + 1.0, np.exp(a))
+  q, k, v = (heads(dense(p[n], x)) for n in 'qkv')
+  a = np.einsum('bqhd,bkhd->bhqk', phi(q), phi(k))
+  if causal:
+    a = a * np.tril(np.ones(a.shape[-2:]))
+  y = np.einsum('bhqk,bkhd->bqhd', a / a.sum(-1, keepdims=True), v)
+  return dense(p['out'], y.reshape(x.shape))
+
+
 def gelu(z):  # jax.nn.gelu's default tanh approximation
   return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
 
@@ -89,6 +98,9 @@ CASES = [  # (name, causal, options, reference)
     ('linformer', False, dict(k=16), lambda p, x: ref_linformer(p, x, 'linear', False)),
     ('linformer', False, dict(k=16, share_kv=True), lambda p, x: ref_linformer(p, x, 'linear', True)),
     ('linformer', False, dict(k=16, reduction='conv'), lambda p, x: ref_linformer(p, x, 'conv', 0)),
+] + [
+    ('linear', c, dict(chunk_size=16, block_size=40), lambda p, x, c=c: ref_linear(p, x, c))
+    for c in (False, True)
 ] + [
     ('synthesizer', c, dict(mode=mode, factor=f),
      lambda p, x, c=c, mode=mode: ref_synthesizer(p, x, c, mode))
@@ -146,6 +158,19 @@ def test_extreme_and_bfloat16_inputs_finite(name, causal, opts, ref):
   assert np.isfinite(m(x * 1e4)).all()
   np.testing.assert_allclose(np.asarray(m(x.astype(jnp.bfloat16)), np.float32), m(x),
                              atol=0.1, rtol=0.1)
+
+
+def test_linear_attention_decodes_with_constant_state():
+  m = build('linear', True, chunk_size=16)
+  x = jax.random.normal(jax.random.key(0), (2, 37, D))
+  cache = m.init_cache(2, 37)
+  sizes = {a.size for a in jax.tree.leaves(cache)}
+  ys = []
+  for t in range(37):
+    y, cache = m.step(x[:, t:t + 1], cache)
+    ys.append(y)
+    assert {a.size for a in jax.tree.leaves(cache)} == sizes  # O(1): independent of t
+  np.testing.assert_allclose(jnp.concatenate(ys, 1), m(x), atol=1e-5)
 
 
 def test_build_errors_name_the_reason():
