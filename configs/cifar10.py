@@ -26,7 +26,7 @@ from configs.common import base_config, parse_arg
 # size -> (layers, dim, softmax heads as in the paper's Transformer rows)
 SIZES = {'24x256': (24, 256, 2), '12x512': (12, 512, 4)}
 # Paper settings per mixer (Sec. 5.1); other mixers take their defaults.
-MIXER_OPTIONS = {}
+MIXER_OPTIONS = {'aft_local': {'window': 256, 'bias_dim': 64}, 'aft_full': {'bias_dim': 64}}
 
 
 def get_config(arg=None):

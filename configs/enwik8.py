@@ -18,6 +18,8 @@ validation bits/char written in the README.
 from configs.common import base_config, parse_arg
 
 SIZES = {'12x512': (12, 512, 8, 2048), '24x256': (24, 256, 4, 1024)}
+# Paper settings per mixer (Sec. 5.2); other mixers take their defaults.
+MIXER_OPTIONS = {'aft_local': {'window': 32, 'bias_dim': 256}, 'aft_full': {'bias_dim': 256}}
 
 
 def get_config(arg=None):
@@ -29,7 +31,8 @@ def get_config(arg=None):
   c.task = 'lm'
   c.data = dict(name='enwik8', path='~/data/enwik8.zip', expected_bytes=100_000_000,
                 seq_len=1024)
-  c.model = dict(mixer=a.mixer, mixer_options={}, vocab_size=256, dim=dim, num_layers=layers,
+  c.model = dict(mixer=a.mixer, mixer_options=MIXER_OPTIONS.get(a.mixer, {}), vocab_size=256,
+                 dim=dim, num_layers=layers,
                  num_heads=heads, mlp_dim=mlp, max_len=1024, dropout_rate=0.1,
                  position='learned', compute_dtype='float32')
   c.batch_size, c.num_epochs = 128, 100

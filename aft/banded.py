@@ -1,0 +1,220 @@
+"""Numerically safe AFT sums, block by block.
+
+Every sum here is sum_t' exp(K_t' + w_tt') V_t' (and the same without V, the
+normaliser), kept as a pair (num, den) with a reference `ref`: the true value is
+(num, den) * exp(ref), and every exponential has a non-positive argument. In
+causal mode no reference depends on a later key.
+
+The sequence is cut into blocks of c positions. Keys more than one block away
+enter through a log-sum-exp scan over block summaries (T / c of them); the
+neighbouring and own blocks through [c, c] matmuls with the bias weights; the
+own block, when causal, exactly per row by recursive doubling (`causal_diag`).
+
+Arrays carry heads: k [B, T, h, dk], v [B, T, h, dh] with dk in {1, dh}, so one
+code path serves AFT-local (h = 1, dk = dh = d), AFT-conv (dk = 1, one key per
+head) and AFT-simple.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# A finite "minus infinity": exp(NEG - x) is 0 and NEG - NEG is 0, never NaN.
+NEG = float(jnp.finfo(jnp.float32).min)
+_sg = jax.lax.stop_gradient
+
+
+def lse_merge(a, b):
+  """Merges two (ref, num, den) partial sums: the log-sum-exp scan's operator."""
+  (ra, na, da), (rb, nb, db) = a, b
+  small = jnp.exp(-jnp.abs(ra - rb))  # one exponential: the other scale is 1
+  sa, sb = jnp.where(ra >= rb, 1., small), jnp.where(ra >= rb, small, 1.)
+  return jnp.maximum(ra, rb), na * sa + nb * sb, da * sa + db * sb
+
+
+def shift(x, s: int, axis: int, fill: float = 0.):
+  """out[t] = x[t - s] along `axis`, `fill` where t - s is out of range."""
+  size = x.shape[axis]
+  s = max(-size, min(size, s))
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (max(s, 0), max(-s, 0))
+  x = jax.lax.slice_in_dim(x, max(-s, 0), size - max(s, 0), axis=axis)
+  return jnp.pad(x, pad, constant_values=fill)
+
+
+def block_size(reach: int, length: int, minimum: int = 8) -> int:
+  """Power-of-two block that covers the band (>= reach) and is not tiny."""
+  c = max(reach, min(minimum, length), 1)
+  return 1 << (c - 1).bit_length()
+
+
+def to_blocks(x, c: int, fill: float = 0.):
+  """[B, T, ...] -> [B, n, c, ...], padding T up to n c with `fill`."""
+  n = -(-x.shape[1] // c)
+  x = jnp.pad(x, [(0, 0), (0, n * c - x.shape[1])] + [(0, 0)] * (x.ndim - 2),
+              constant_values=fill)
+  return x.reshape(x.shape[0], n, c, *x.shape[2:])
+
+
+def from_blocks(x, length: int):
+  return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
+
+
+@jax.custom_vjp
+def simple_causal(k, v):
+  """sum_{t' <= t} exp(k_t') v_t' / sum_{t' <= t} exp(k_t'): AFT-simple's causal ratio.
+
+  The gradient is the same scan run backwards in time (custom VJP), so training
+  stores O(T d) and costs about two forward passes.
+  """
+  return simple_causal_fwd(k, v)[0]
+
+
+def simple_causal_fwd(k, v):
+  ref, num, den = lse_scan(k, v)
+  ratio = num / den
+  return ratio, (k, v, ref, den, ratio)
+
+
+def simple_causal_bwd(res, g):
+  # d ratio_t / d v_s = exp(k_s) / den_t for s <= t, with exp(k_s) / den_t
+  # = exp(k_s - m_s) exp(m_s - m_t) / den~_t: a suffix sum, scanned with keys -m.
+  k, v, m, den, ratio = res
+  h = g / den
+  flip = lambda x: x[:, ::-1]
+  _, G, _ = lse_scan(flip(-m)[..., None], flip(jnp.stack([h, h * ratio], axis=-1)))
+  G1, G2 = flip(G)[..., 0], flip(G)[..., 1]
+  e = jnp.exp(k - m)
+  return e * (v * G1 - G2), e * G1
+
+
+simple_causal.defvjp(simple_causal_fwd, simple_causal_bwd)
+
+
+def lse_scan(k, v, c: int = 32):
+  """Causal (ref, num, den) at every t for sum_{t' <= t} exp(k_t') (v_t', 1); [B, T, d] in.
+
+  Inside blocks of c by doubling; across blocks, a log-sum-exp associative scan over
+  the block totals (each block's last prefix).
+  """
+  T = k.shape[1]
+  kb, vb = to_blocks(k, c, NEG), to_blocks(v, c)
+  ref, num, den = causal_diag(None, kb, vb)
+  before = jax.lax.associative_scan(lse_merge, (ref[:, :, -1:], num[:, :, -1:], den[:, :, -1:]),
+                                    axis=1)
+  before = [shift(x, 1, axis=1, fill=f) for x, f in zip(before, (NEG, 0., 0.))]
+  return (from_blocks(x, T) for x in lse_merge(before, (ref, num, den)))
+
+
+def banded(k, v, blocks, *, left: int, right: int, causal: bool):
+  """sum_t' exp(K_t' + w_tt') V_t' / sum_t' exp(K_t' + w_tt') with w = 0 outside the band.
+
+  The band is -left <= t' - t <= right (right = 0 when causal). `blocks[o]` is the
+  bias of query block i against key block i + o, [n or 1, c, c, h], for o in
+  (-1, 0, 1) (no 1 when causal), with c = block_size(...) >= max(left, right).
+  Every weight is positive (no band term is subtracted from a global sum), so the
+  normaliser never cancels. Cost O(T c d). Returns [B, T, h, dh] float32.
+  """
+  T = k.shape[1]
+  c = blocks[0].shape[-2]
+  kb, vb = to_blocks(k, c, NEG), to_blocks(v, c)
+  weights, w_out = _band_weights(blocks, kb.shape[1], c, T, left, right, causal)
+
+  def near(o, z):  # query block i against key block i + o, z [B, n, c, h, ·]
+    return jnp.einsum('nqkh,bnkhz->bnqhz', weights[o], shift(z, -o, axis=1))
+
+  if not causal:
+    e = jnp.exp(kb - _sg(kb.max(axis=(1, 2), keepdims=True)))
+    out = []
+    for z in (e * vb, e):
+      total = z.sum(axis=2, keepdims=True)
+      far = (shift(jnp.cumsum(total, axis=1), 2, axis=1) +
+             shift(jnp.cumsum(total[:, ::-1], axis=1)[:, ::-1], -2, axis=1))
+      out.append(far * w_out + sum(near(o, z) for o in weights))
+    return from_blocks(out[0] / out[1], T)
+
+  # Blocks <= i - 2: a log-sum-exp scan over block totals, each at its block's max.
+  mu = _sg(kb.max(axis=2, keepdims=True))
+  e = jnp.exp(kb - mu)
+  ev = e * vb
+  far = jax.lax.associative_scan(
+      lse_merge, (mu, ev.sum(axis=2, keepdims=True), e.sum(axis=2, keepdims=True)), axis=1)
+  far_ref, far_num, far_den = (shift(x, 2, axis=1, fill=f) for x, f in zip(far, (NEG, 0., 0.)))
+  # Block i - 1 lies wholly in the past of block i: its max is a safe reference. It and
+  # the far blocks meet at their common (per block) maximum.
+  prev_ref = shift(mu, 1, axis=1, fill=NEG)
+  ref = jnp.maximum(far_ref, prev_ref)
+  a, b = jnp.exp(far_ref - ref), jnp.exp(prev_ref - ref)
+  past = (ref, far_num * a * w_out + near(-1, ev) * b, far_den * a * w_out + near(-1, e) * b)
+  # Block i: exact per-row running maxima.
+  _, num, den = lse_merge(past, _grouped_diag(weights[0], kb, vb))
+  return from_blocks(num / den, T)
+
+
+def _grouped_diag(C, k, v, positions: int = 1024):
+  """causal_diag over groups of about `positions` rows, each recomputed in the backward
+  pass: the doubling's intermediates never exist for the whole sequence at once."""
+  n, c = C.shape[:2]
+  one = lambda a: [x[:, 0] for x in causal_diag(a[0][None], a[1][:, None], a[2][:, None])]
+  out = jax.lax.map(jax.checkpoint(one), (C, jnp.moveaxis(k, 1, 0), jnp.moveaxis(v, 1, 0)),
+                    batch_size=min(n, max(1, positions // c)))
+  return [jnp.moveaxis(x, 0, 1) for x in out]
+
+
+def _band_weights(blocks, n, c, T, left, right, causal):
+  """Weights exp(w - mw) in the band, exp(-mw) outside it (w = 0), 0 for absent or
+  future keys; mw is each row's maximum bias (0 included when a row has keys outside
+  the band). Returns ({o: [n, c, c, h]}, exp(-mw) [1, n, c, h, 1])."""
+  tq = jnp.arange(n * c).reshape(n, c, 1)
+  has_out = tq - left - 1 >= 0
+  if not causal:
+    has_out |= tq + right + 1 < T
+  mw = jnp.where(has_out, 0., NEG)
+  masks = {}
+  for o, w in blocks.items():
+    tk = tq.reshape(n, 1, c) + o * c
+    valid = (tk >= 0) & (tk < T) & ((tk <= tq) if causal else True)
+    band = valid & (tk - tq >= -left) & (tk - tq <= right)
+    masks[o] = valid[..., None], band[..., None]
+    mw = jnp.maximum(mw, jnp.where(band[..., None], w, NEG).max(axis=2))
+  mw = _sg(mw)[:, :, None]
+  weights = {o: jnp.where(masks[o][0], jnp.exp(jnp.where(masks[o][1], w, 0.) - mw), 0.)
+             for o, w in blocks.items()}
+  # Rows without outside keys may have mw < 0; their outside weight multiplies zeros.
+  return weights, jnp.exp(-jnp.maximum(mw, 0.)).reshape(1, n, c, -1, 1)
+
+
+def causal_diag(C, k, v):
+  """Causal in-block sums sum_{t' <= t} C[t, t'] exp(k_t') v_t', exact per row.
+
+  C [n, c, c, h] (c a power of two; its lower triangle is used), or None for all
+  ones; k [B, n, c, h, dk], v [B, n, c, h, dh]. Returns (ref, num, den), ref being
+  the running max of k inside the block. Sub-blocks double in size; at each step
+  the right half takes its left half's keys (all in its past) at their maximum, as
+  one matmul, then rescales to its own running max: no [c, c, d] tensor.
+  """
+  B, n, c = k.shape[:3]
+  if C is None:
+    ref, num, den = k, v, jnp.ones_like(k)
+  else:
+    diag = jnp.moveaxis(jnp.diagonal(C, axis1=1, axis2=2), -1, 1)[None, ..., None]
+    ref, num, den = k, diag * v, jnp.broadcast_to(diag, k.shape)
+  b = 1
+  while b < c:
+    g = c // (2 * b)
+    split = lambda x: x.reshape(B, n, g, 2, b, *x.shape[3:])
+    ref, num, den, kk, vv = map(split, (ref, num, den, k, v))
+    if C is None:  # the left half's total is its last prefix
+      left = tuple(x[:, :, :, 0, -1:] for x in (ref, num, den))
+    else:
+      mu = ref[:, :, :, 0, -1:]  # max of the left half's keys
+      e = jnp.exp(kk[:, :, :, 0] - mu)
+      starts = jnp.arange(g)[:, None, None] * 2 * b
+      cross = C[:, starts + b + jnp.arange(b)[:, None], starts + jnp.arange(b)]  # [n, g, b, b, h]
+      to_right = lambda z: jnp.einsum('ngqkh,bngkhz->bngqhz', cross, z)
+      left = mu, to_right(e * vv[:, :, :, 0]), to_right(e)
+    right = lse_merge(left, tuple(x[:, :, :, 1] for x in (ref, num, den)))
+    ref, num, den = (jnp.stack([whole[:, :, :, 0], half], axis=3).reshape(B, n, c, *half.shape[4:])
+                     for whole, half in zip((ref, num, den), right))
+    b *= 2
+  return ref, num, den
