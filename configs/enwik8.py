@@ -42,8 +42,8 @@ def get_config(arg=None):
     c.data.name, c.data.seq_len = 'builtin', 128
     c.model.update(dim=128, num_layers=4, num_heads=4, mlp_dim=512, max_len=128,
                    dropout_rate=0.0)
-    c.batch_size, c.num_steps = 16, 500
+    c.batch_size, c.num_steps = 16, 1000
     c.optim.update(lr=3e-3, schedule='cosine', warmup_steps=50, weight_decay=0.1)
-    c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 25, 250, 250, 20
+    c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 50, 500, 250, 20
     c.eval_at_start = True
   return c
