@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import eval as eval_lib
+import mixers
 import train
 from tests.helpers import read_metrics, tiny_config, tiny_text, write_enwik8_zip
 from trainlib import mesh as mesh_lib
@@ -154,3 +155,22 @@ def test_buffers_change_only_in_the_train_step(zip_path, tmp_path):
   assert step == 3
   before, after = jax.tree.leaves(initial['buffers']), jax.tree.leaves(state['buffers'])
   assert before and any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+CAUSAL_MIXERS = [n for n in mixers.names()
+                 if n != 'linformer']  # linformer has no causal form
+
+
+@pytest.mark.parametrize('mixer', CAUSAL_MIXERS)
+def test_every_causal_mixer_trains_in_the_quick_setup(mixer, zip_path):
+  """A few train steps of the tiny Enwik8 model with each mixer: the loss falls."""
+  config = tiny_config(zip_path, **{'model.mixer': mixer, 'model.dropout_rate': 0.0,
+                                    'optim.lr': 1e-2})
+  _, sharding, _, state, train_step = state_lib.setup(config, total_steps=12)
+  data = train.task.train_iterator(config, train.task.load_split(config, 'train'))
+  losses = []
+  for _ in range(12):
+    state, metrics = train_step(state, mesh_lib.to_global(next(data), sharding))
+    losses.append(float(metrics['loss']))
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
