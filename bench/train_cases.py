@@ -10,6 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bench import jax_cases
+from configs.common import override
 from bench.measure import median_time
 from trainlib import mesh as mesh_lib
 from trainlib import state as state_lib
@@ -20,14 +21,7 @@ def load_config(path: str, overrides: dict):
   values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', flag_values=values)
   values(['bench', f'--config={path}'])
-  config = values.config
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    target = config
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config
+  return override(values.config, overrides)
 
 
 def measure(spec: dict, record) -> None:

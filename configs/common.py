@@ -50,3 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(prompt_len=32, num_tokens=200, temperature=0.8,
                                             num_images=0))
   return c
+
+
+def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+  """Sets dotted keys ('model.num_layers': 2, ...) as --config.model.num_layers=2 would."""
+  for key, value in values.items():
+    *parents, leaf = key.split('.')
+    target = config
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config

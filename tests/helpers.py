@@ -1,11 +1,13 @@
 """Shared test fixtures: a tiny enwik8 zip in the real format and a shrunk config."""
 from __future__ import annotations
 
+import json
+import os
 import zipfile
 
-import numpy as np
 
 from configs import enwik8 as enwik8_config
+from configs.common import override
 
 TINY_BYTES = 40_000
 
@@ -32,20 +34,9 @@ def tiny_config(zip_path: str, **overrides):
   c.optim.update(lr=3e-3, schedule='cosine', warmup_steps=2)
   c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 1, 6, 3, 2
   c.sample.num_tokens = 8
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c
+  return override(c, overrides)
 
 
 def read_metrics(workdir, split='train'):
-  import json, os
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [r for r in map(json.loads, f) if r['split'] == split]
-
-
-def as_f64(x):
-  return np.asarray(x, np.float64)
