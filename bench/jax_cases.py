@@ -10,11 +10,15 @@ from flax import nnx
 
 import mixers
 from bench.measure import NotApplicable, ResidentSet, median_time
+from bench.scan_peer import favor_scan
+from mixers.base import Buffer
 from mixers.layers import linear
+from performer.features import feature_map, random_projection
 
 # Peer name -> jax.nn.dot_product_attention implementation. cuDNN needs a GPU and
 # half precision, so that peer runs in bfloat16 (the dtype is recorded per row).
 PEERS = {'jax_dpa_xla': 'xla', 'jax_dpa_cudnn': 'cudnn'}
+SCAN_PEER = 'jax_favor_scan'  # causal FAVOR+ as one lax.scan step per position
 
 
 class DotProductAttention(nnx.Module):
@@ -34,6 +38,23 @@ class DotProductAttention(nnx.Module):
     return self.out(y.reshape(x.shape))
 
 
+class FavorScan(nnx.Module):
+  """Our performer's features and projections around the sequential-scan causal engine."""
+
+  def __init__(self, *, dim: int, num_heads: int, num_features: int = 256, rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.q, self.k, self.v = (linear(dim, dim, ('embed', 'heads'), rngs=rngs)
+                              for _ in range(3))
+    self.out = linear(dim, dim, ('heads', 'embed'), rngs=rngs)
+    self.projection = Buffer(random_projection(rngs.params(), num_features, dim // num_heads))
+
+  def __call__(self, x):
+    q, k, v = (f(x).reshape(*x.shape[:2], self.num_heads, -1) for f in (self.q, self.k, self.v))
+    features = feature_map(self.projection[...])
+    (q_feat, _), (k_feat, k_logscale) = features(q), features(k)
+    return self.out(favor_scan(q_feat, k_feat, v, k_logscale).reshape(x.shape))
+
+
 def dtype_of(spec: dict):
   if 'dtype' in spec:
     return jnp.dtype(spec['dtype'])
@@ -43,6 +64,10 @@ def dtype_of(spec: dict):
 def build(impl: str, *, dim: int, num_heads: int, length: int, causal: bool,
           options: dict) -> nnx.Module:
   with nnx.use_eager_sharding(False):
+    if impl == SCAN_PEER:
+      if not causal:
+        raise NotApplicable(f'{impl} is the causal engine only')
+      return FavorScan(dim=dim, num_heads=num_heads, rngs=nnx.Rngs(0))
     if impl in PEERS:
       return DotProductAttention(dim=dim, num_heads=num_heads, causal=causal,
                                  implementation=PEERS[impl], rngs=nnx.Rngs(0))

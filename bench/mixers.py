@@ -33,6 +33,7 @@ def peers(machine: dict) -> list[tuple[str, str]]:
   GPU would compare devices, not implementations)."""
   gpu = machine['backend'] == 'gpu'
   out = [('jax_dpa_xla', 'jax')] + ([('jax_dpa_cudnn', 'jax')] if gpu else [])
+  out.append(('jax_favor_scan', 'jax'))
   torch_device = machine.get('torch_device')
   if torch_device is None:
     print('PyTorch peers skipped: torch is not installed '

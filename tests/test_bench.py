@@ -113,3 +113,34 @@ def test_slope_fits_only_lengths_from_the_minimum():
   points = [(256, 5.0), (1024, 1.0), (2048, 4.0), (4096, 16.0), (8192, None)]
   assert report.slope(points, 1024) == pytest.approx(2.0)
   assert report.slope(points, 4096) is None
+
+
+def test_scan_peer_equals_causal_favor():
+  """The bench's sequential-scan peer (its own custom gradient) computes our causal FAVOR+."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from bench.scan_peer import favor_scan
+  from performer.attention import favor_attention
+  from performer.features import feature_map, random_projection
+
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(True):
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 37, 2, 8))) for _ in range(3))
+    w = random_projection(jax.random.key(0), 12, 8).astype(jnp.float64)
+
+    def ours(q, k, v):
+      return favor_attention(q, k, v, w, causal=True, chunk_size=8, block_size=16)
+
+    def scan(q, k, v):
+      (qf, _), (kf, ls) = feature_map(w)(q), feature_map(w)(k)
+      return favor_scan(qf, kf, v, ls)
+
+    cot = jnp.asarray(rng.standard_normal(q.shape))
+    for f in (ours, scan):
+      assert f(q, k, v).dtype == jnp.float64
+    np.testing.assert_allclose(scan(q, k, v), ours(q, k, v), rtol=1e-9, atol=1e-12)
+    grads = [jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2))(q, k, v)
+             for f in (ours, scan)]
+    for a, b in zip(*grads):
+      np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
