@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from aft.banded import NEG, banded, block_size, causal_diag, lse_merge, shift, simple_causal
 
@@ -28,10 +29,11 @@ def aft_simple(q, k, v, *, causal: bool):
   return (jax.nn.sigmoid(q) * y).astype(dtype)
 
 
-def aft_full(q, k, v, w, *, causal: bool, block: int = 128):
-  """Eq. 2 in the paper's matmul form: exp(w - max) @ (exp(K - max) * V), one block of rows
-  at a time (memory O(T d + block T), never [T, T, d]). Causal: the rows of block i take
-  the blocks before it at their common maximum and the diagonal block exactly per row."""
+def aft_full(q, k, v, w, *, causal: bool, block: int = 256):
+  """Eq. 2 in the paper's matmul form: exp(w - max) @ (exp(K - max) * V), by [c, c] blocks
+  (memory O(T d + T c), never [T, T, d]). Bidirectional: one block of rows at a time
+  against all keys. Causal: only the blocks on and below the diagonal are computed (see
+  `_full_causal`)."""
   dtype = q.dtype
   q, k, v = _f32(q, k, v)
   B, T, d = q.shape
@@ -39,38 +41,88 @@ def aft_full(q, k, v, w, *, causal: bool, block: int = 128):
   n = -(-T // c)
   k = jnp.pad(k, ((0, 0), (0, n * c - T), (0, 0)), constant_values=NEG)
   v = jnp.pad(v, ((0, 0), (0, n * c - T), (0, 0)))
-  rows = _bias_rows(w, T, n * c, c)
-  tk = jnp.arange(n * c)
+  y = (_full_causal(k, v, w, T, c) if causal else _full_bidirectional(k, v, w, T, c))
+  return (jax.nn.sigmoid(q) * y[:, :T]).astype(dtype)
+
+
+def _full_bidirectional(k, v, w, T, c):
+  B, Tp, d = k.shape
+  rows = _bias_rows(w, T, Tp, c)
+  valid = jnp.arange(Tp) < T
   sg = jax.lax.stop_gradient
-  if causal:
-    kb, vb = k.reshape(B, n, c, d), v.reshape(B, n, c, d)
-    mu = sg(kb.max(axis=2, keepdims=True))  # each key block's maximum
-    before = shift(jax.lax.cummax(mu, axis=1), 1, axis=1, fill=NEG)  # max over blocks < i
-    e = jnp.exp(kb - mu)
-    z = jnp.concatenate([e * vb, e], axis=-1)
-  else:
-    e = jnp.exp(k - sg(k.max(axis=1, keepdims=True)))
-    z = jnp.concatenate([e * v, e], axis=-1)
+  e = jnp.exp(k - sg(k.max(axis=1, keepdims=True)))
+  z = jnp.concatenate([e * v, e], axis=-1)
 
   def row_block(i):
-    tq = i * c + jnp.arange(c)[:, None]
-    valid = (tk < T) & (tk <= tq) if causal else tk < T
     wi = jnp.where(valid, rows(i * c), NEG)
     ci = jnp.where(valid, jnp.exp(wi - sg(wi.max(axis=1, keepdims=True))), 0.)
-    if not causal:
-      s = jnp.einsum('qk,bkz->bqz', ci, z)
-      return s[..., :d] / s[..., d:]
-    past = before[:, i]  # [B, 1, d]
-    scale = jnp.exp(jnp.where(jnp.arange(n)[:, None, None] < i, mu - past[:, None], NEG))
-    s = jnp.einsum('qk,bkz->bqz', ci, (z * jnp.concatenate([scale] * 2, -1)).reshape(B, n * c, -1))
-    cut = lambda x: jax.lax.dynamic_slice_in_dim(x, i * c, c, axis=1)
-    diag = causal_diag(cut(ci)[None, ..., None], cut(k)[:, None, :, None], cut(v)[:, None, :, None])
-    _, num, den = lse_merge((past, s[..., :d], s[..., d:]), [x[:, 0, :, 0] for x in diag])
-    return num / den
+    s = jnp.einsum('qk,bkz->bqz', ci, z)
+    return s[..., :d] / s[..., d:]
 
-  y = jax.lax.map(jax.checkpoint(row_block), jnp.arange(n))  # [n, B, c, d]
-  y = jnp.moveaxis(y, 0, 1).reshape(B, n * c, d)[:, :T]
-  return (jax.nn.sigmoid(q) * y).astype(dtype)
+  y = jax.lax.map(jax.checkpoint(row_block), jnp.arange(Tp // c))  # [n, B, c, d]
+  return jnp.moveaxis(y, 0, 1).reshape(B, Tp, d)
+
+
+def _causal_schedule(n: int):
+  """Static pairing of query blocks: step p handles blocks p and n-1-p, each against all
+  its earlier key blocks: p + (n-1-p) = n-1 block pairs per step, (n+1)//2 steps, so the
+  triangle is covered with static shapes and no work above the diagonal. Returns
+  [steps, G] arrays (query block, key block, side 0/1, live) and [steps, 2] query blocks."""
+  steps, width = (n + 1) // 2, max(n - 1, 1)
+  rows, keys, side = (np.zeros((steps, width), np.int32) for _ in range(3))
+  live = np.zeros((steps, width), bool)
+  for p in range(steps):
+    a, b = p, n - 1 - p
+    pairs = [(a, j, 0) for j in range(a)] + ([(b, j, 1) for j in range(b)] if b != a else [])
+    for g, (i, j, s_) in enumerate(pairs):
+      rows[p, g], keys[p, g], side[p, g], live[p, g] = i, j, s_, True
+    rows[p, len(pairs):] = a  # padding pairs (odd n, middle step): weight 0
+  sides = np.stack([np.arange(steps), n - 1 - np.arange(steps)], axis=1).astype(np.int32)
+  return rows, keys, side, live, sides
+
+
+def _full_causal(k, v, w, T, c):
+  """Causal AFT-full over the blocks on and below the diagonal only.
+
+  Query block i takes key block j < i as C_ij @ (exp(K_j - mu_j) [V_j 1]) scaled per
+  channel by exp(mu_j - past_i), mu_j the block's key maximum and past_i the maximum
+  over blocks before i (no later key), and its own block exactly per row
+  (`causal_diag`); C = exp(w - r) with r each row's maximum over its keys t' <= t.
+  """
+  B, Tp, d = k.shape
+  n = Tp // c
+  sg = jax.lax.stop_gradient
+  kb, vb = k.reshape(B, n, c, d), v.reshape(B, n, c, d)
+  mu = sg(kb.max(axis=2, keepdims=True))  # [B, n, 1, d]
+  past = shift(jax.lax.cummax(mu, axis=1), 1, axis=1, fill=NEG)
+  e = jnp.exp(kb - mu)
+  z = jnp.concatenate([e * vb, e], axis=-1)  # [B, n, c, 2d]
+  pair_bias = _pair_bias(w, T, n * c, c)
+  tril = jnp.tril(jnp.ones((c, c), bool))
+
+  def step(xs):
+    ri, kj, side, live, ab = xs
+    onehot = (side[:, None] == jnp.arange(2)) & live[:, None]  # [G, 2]
+    wo, wd = pair_bias(ri, kj), pair_bias(ab, ab)  # [G, c, c], [2, c, c]
+    r_off = jnp.where(onehot.T[:, :, None], wo.max(-1)[None], NEG).max(axis=1)  # [2, c]
+    r = sg(jnp.maximum(r_off, jnp.where(tril, wd, NEG).max(-1)))
+    co = jnp.where(live[:, None, None], jnp.exp(wo - r[side][:, :, None]), 0.)
+    scale = jnp.exp(jnp.where(live[:, None, None], mu[:, kj] - past[:, ri], NEG))
+    zo = z[:, kj] * jnp.concatenate([scale] * 2, -1)  # [B, G, c, 2d]
+    s = jnp.einsum('gs,bgqz->bsqz', onehot.astype(z.dtype),
+                   jnp.einsum('gqk,bgkz->bgqz', co, zo))  # [B, 2, c, 2d]
+    cd = jnp.where(tril, jnp.exp(wd - r[:, :, None]), 0.)
+    diag = causal_diag(cd[..., None], kb[:, ab][:, :, :, None], vb[:, ab][:, :, :, None])
+    _, num, den = lse_merge((past[:, ab], s[..., :d], s[..., d:]),
+                            [x[:, :, :, 0] for x in diag])
+    return num / den  # [B, 2, c, d]
+
+  rows, keys, side, live, sides = _causal_schedule(n)
+  y = jax.lax.map(jax.checkpoint(step), tuple(map(jnp.asarray, (rows, keys, side, live, sides))))
+  steps = sides.shape[0]
+  block = np.arange(n)  # block i is side 0 of step i, or side 1 of step n-1-i
+  y = y[np.where(block < steps, block, n - 1 - block), :, (block >= steps).astype(np.int32)]
+  return jnp.moveaxis(y, 0, 1).reshape(B, Tp, d)
 
 
 def aft_local(q, k, v, w, *, window: int, causal: bool):
@@ -156,6 +208,16 @@ def _pair_blocks(w, T, c, offsets):
   w = jnp.pad(w.astype(jnp.float32), ((0, p), (0, p))).reshape(n, c, n, c)
   i = jnp.arange(n)
   return {o: w[i, :, jnp.clip(i + o, 0, n - 1)][..., None] for o in offsets}
+
+
+def _pair_bias(w, T, Tp, c):
+  """(query blocks [G], key blocks [G]) -> [G, c, c] blocks of w, w zero-padded to [Tp, Tp]."""
+  n = Tp // c
+  if isinstance(w, tuple):
+    u, v = (jnp.pad(x.astype(jnp.float32), ((0, Tp - T), (0, 0))).reshape(n, c, -1) for x in w)
+    return lambda i, j: jnp.einsum('gqe,gke->gqk', u[i], v[j])
+  w = jnp.pad(w.astype(jnp.float32), ((0, Tp - T), (0, Tp - T))).reshape(n, c, n, c)
+  return lambda i, j: w[i, :, j]
 
 
 def _bias_rows(w, T, Tp, c):

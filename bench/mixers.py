@@ -2,7 +2,7 @@
 
   python -m bench.mixers [--mixers=softmax,performer] [--lengths=256,1024,4096,16384]
       [--modes=causal,bidirectional] [--batch=1 --heads=8 --head_dim=64] [--repeats=3]
-      [--peers] [--out=bench/results]
+      [--peers [--peer_list=torch_sdpa,...]] [--out=bench/results]
 
 Each (implementation, mode, length) runs in a fresh process (bench/worker.py):
 forward and forward+backward (the gradient of sum(y) w.r.t. the parameters and x)
@@ -73,7 +73,14 @@ def main(argv):
   backend = machine['backend']
   impls = [(name, 'jax', 'ours') for name in (FLAGS.mixers or mixers.names())]
   if FLAGS.peers:
-    impls += [(name, kind, 'peer') for name, kind in peers(machine)]
+    chosen = peers(machine)
+    if FLAGS.peer_list:
+      unknown = sorted(set(FLAGS.peer_list) - {name for name, _ in chosen})
+      if unknown:
+        raise app.UsageError(f'peer(s) {unknown} cannot run here; available: '
+                             f'{", ".join(name for name, _ in chosen)}')
+      chosen = [(name, kind) for name, kind in chosen if name in FLAGS.peer_list]
+    impls += [(name, kind, 'peer') for name, kind in chosen]
   shape = dict(batch=FLAGS.batch, heads=FLAGS.heads, head_dim=FLAGS.head_dim,
                repeats=FLAGS.repeats,
                memory_limit_bytes=memory_limit(backend, FLAGS.memory_limit_gb))
@@ -89,7 +96,7 @@ def main(argv):
           'versions': system.versions(),
           'settings': {'lengths': lengths, **{
               k: FLAGS[k].value for k in ('mixers', 'modes', 'batch', 'heads', 'head_dim',
-                                          'repeats', 'peers', 'timeout')}}}
+                                          'repeats', 'peers', 'peer_list', 'timeout')}}}
   paths, text = report.write_all(rows, meta, FLAGS.out, f'mixers_{backend}',
                                  FLAGS.fit_min_length)
   print('\n' + text)
@@ -106,6 +113,8 @@ if __name__ == '__main__':
   flags.DEFINE_integer('head_dim', 64, 'Width per head.')
   flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement (the median is reported).')
   flags.DEFINE_bool('peers', False, 'Also measure the peers that are importable.')
+  flags.DEFINE_list('peer_list', None, 'With --peers: only these peers (default: every one '
+                    'that can run here).')
   flags.DEFINE_string('out', 'bench/results', 'Output directory.')
   flags.DEFINE_float('timeout', 900, 'Seconds per (implementation, mode, length).')
   flags.DEFINE_integer('fit_min_length', 1024, 'Shortest length in the log-log slope fits.')

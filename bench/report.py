@@ -3,8 +3,10 @@ log-log slopes, and log-log PNG plots (skipped with a message where matplotlib i
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -130,7 +132,10 @@ def plot(rows, out_dir: str, stem: str) -> list[str]:
   written = []
   for mode in dict.fromkeys(r['mode'] for r in rows):
     impls = order(rows, mode)
-    colors = dict(zip(impls, plt.get_cmap('tab20').colors))
+    ours = [i for i in impls if i not in peers]  # ours from one palette, peers from another
+    colors = {**dict(zip(ours, itertools.cycle(plt.get_cmap('tab20').colors))),
+              **dict(zip([i for i in impls if i in peers],
+                         itertools.cycle(plt.get_cmap('Dark2').colors)))}
     for name, metrics in (('time', METRICS[1::-1]), ('memory', METRICS[2:])):
       fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
       for ax, (key, title, unit) in zip(axes, metrics):
@@ -198,3 +203,18 @@ def write_all(rows, meta: dict, out_dir: str, stem: str, min_length: int) -> tup
   with open(md_path, 'w') as f:
     f.write(text)
   return paths + [md_path] + plot(rows, out_dir, stem), text
+
+
+def rewrite(json_path: str) -> list[str]:
+  """Rebuilds a sweep's Markdown and plots from its JSON (after a report change, say)."""
+  with open(json_path) as f:
+    meta = json.load(f)
+  rows = meta.pop('rows')
+  meta.pop('slopes', None)
+  stem = os.path.splitext(os.path.basename(json_path))[0]
+  paths, _ = write_all(rows, meta, os.path.dirname(json_path), stem, meta['fit_min_length'])
+  return paths
+
+
+if __name__ == '__main__':  # python -m bench.report bench/results/mixers_cpu.json
+  print('wrote ' + ', '.join(rewrite(sys.argv[1])))

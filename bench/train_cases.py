@@ -1,5 +1,5 @@
-"""Worker side of bench.train_step: the Enwik8 model's jitted train step (trainlib's, as
-train.py builds it) on random bytes, and the mixer alone at the same shapes."""
+"""Worker side of bench.train_step: a task's jitted train step (trainlib's, as train.py
+builds it) on random tokens, and the mixer alone at the same shapes."""
 from __future__ import annotations
 
 import time
@@ -14,6 +14,7 @@ from configs.common import override
 from bench.measure import median_time
 from trainlib import mesh as mesh_lib
 from trainlib import state as state_lib
+from trainlib import task
 
 
 def load_config(path: str, overrides: dict):
@@ -25,14 +26,19 @@ def load_config(path: str, overrides: dict):
 
 
 def measure(spec: dict, record) -> None:
-  config = load_config(spec['config'], {**spec['overrides'], 'data.seq_len': spec['length'],
-                                        'model.max_len': spec['length']})
-  m, length, batch_size = config.model, config.data.seq_len, config.batch_size
+  config = load_config(spec['config'], spec['overrides'])
+  images = task.is_images(config)
+  if not images:  # text: the window length is the bench's; an image's is its token count
+    override(config, {'data.seq_len': spec['length'], 'model.max_len': spec['length']})
+  m, length, batch_size = config.model, task.seq_len(config), config.batch_size
+  if length != spec['length']:
+    raise ValueError(f'an image task has {length} tokens per example, not {spec["length"]}')
   record(batch=batch_size, num_layers=m.num_layers, dim=m.dim, heads=m.num_heads,
          mlp_dim=m.mlp_dim, dtype=m.compute_dtype)
   _, batch_sharding, _, state, train_step = state_lib.setup(config, total_steps=1000)
   # Random bytes: the step's cost does not depend on the text.
-  tokens = np.random.default_rng(0).integers(0, m.vocab_size, (batch_size, length + 1),
+  tokens = np.random.default_rng(0).integers(0, m.vocab_size,
+                                             (batch_size, length + (0 if images else 1)),
                                              dtype=np.int32)
   batch = mesh_lib.to_global({'tokens': tokens}, batch_sharding)
 

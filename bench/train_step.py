@@ -1,8 +1,11 @@
-"""Training throughput: tokens/s of the Enwik8 model's train step for each mixer, and the
-share of the step spent in the mixers.
+"""Training throughput: tokens/s of a task's train step (Enwik8 by default) for each
+mixer, and the share of the step spent in the mixers.
 
   python -m bench.train_step [--mixers=softmax,aft_simple] [--lengths=1024,4096]
       [--config=configs/enwik8.py] [--config.model.num_layers=4 ...] [--out=bench/results]
+  # the CIFAR-10 paper model (24 layers, d 256, T 3072) at batch 1:
+  python -m bench.train_step --config=configs/cifar10.py:mixer=aft_local --mixers=aft_local \
+      --small_model=false --config.batch_size=1 --out=bench/results/cifar_aft_local
 
 The step is trainlib's jitted train step (state_lib.make_train_step, as train.py builds
 it) on random bytes, for a small model by default (SMALL_MODEL; any --config.* flag
@@ -21,6 +24,7 @@ from ml_collections import config_flags
 import mixers
 from bench import report, system
 from bench.sweep import memory_limit, probe, sweep
+from trainlib import task
 
 FLAGS = flags.FLAGS
 SMALL_MODEL = {'model.num_layers': 2, 'model.dim': 256, 'model.num_heads': 4,
@@ -58,8 +62,12 @@ def main(argv):
   machine = probe(FLAGS.timeout)
   backend = machine['backend']
   path = config_flags.get_config_filename(FLAGS['config'])
-  overrides = {**SMALL_MODEL, **config_flags.get_override_values(FLAGS['config'])}
+  overrides = {**(SMALL_MODEL if FLAGS.small_model else {}),
+               **config_flags.get_override_values(FLAGS['config'])}
   lengths = sorted(int(n) for n in FLAGS.lengths)
+  if task.is_images(FLAGS.config):  # an image's token count is fixed by the task
+    lengths = [task.seq_len(FLAGS.config)]
+    print(f'image task: T = {lengths[0]} tokens per image (--lengths ignored)', flush=True)
   cases = [{'kind': 'train', 'impl': name, 'config': path, 'repeats': FLAGS.repeats,
             'memory_limit_bytes': memory_limit(backend, FLAGS.memory_limit_gb),
             'overrides': {**overrides, 'model.mixer': name}}
@@ -85,7 +93,9 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', 'configs/enwik8.py', 'Task config; --config.* '
                                   'flags override it and the small model.', lock_config=True)
   flags.DEFINE_list('mixers', None, 'Registered mixers to measure (default: all).')
-  flags.DEFINE_list('lengths', ['1024', '4096'], 'Sequence lengths T.')
+  flags.DEFINE_list('lengths', ['1024', '4096'], 'Sequence lengths T (text tasks).')
+  flags.DEFINE_bool('small_model', True, 'Shrink the model to SMALL_MODEL; false: the '
+                    "config's own model (the paper's size).")
   flags.DEFINE_integer('repeats', 3, 'Timed steps (the median is reported).')
   flags.DEFINE_string('out', 'bench/results', 'Output directory.')
   flags.DEFINE_float('timeout', 900, 'Seconds per (mixer, length).')

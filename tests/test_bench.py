@@ -144,3 +144,28 @@ def test_scan_peer_equals_causal_favor():
              for f in (ours, scan)]
     for a, b in zip(*grads):
       np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize('config,extra,length', [
+    ('configs/enwik8.py:quick', ['--lengths=16,32'], None),
+    # An image task: T is the image's token count (4 x 4 x 3), --lengths is ignored.
+    ('configs/cifar10.py:quick', ['--config.data.image_shape=(4,4,3)'], 48)])
+def test_train_step_bench_writes_its_table(tmp_path, config, extra, length):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bench.train_step', f'--config={config}', '--mixers=softmax',
+       '--small_model=false', '--config.batch_size=2', '--config.model.num_layers=1',
+       '--config.model.dim=16', '--config.model.num_heads=2', '--config.model.mlp_dim=32',
+       '--repeats=1', f'--out={tmp_path}', *extra],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / 'train_step_cpu.json') as f:
+    data = json.load(f)
+  rows = data['rows']
+  assert [r['length'] for r in rows] == ([16, 32] if length is None else [length])
+  for r in rows:
+    assert r['status'] == 'ok', r.get('error')
+    assert (r['num_layers'], r['dim'], r['batch']) == (1, 16, 2)
+    assert r['tokens_per_s'] == pytest.approx(2 * r['length'] / r['step_s'])
+    assert 0 < r['mixer_share']
+  text = (tmp_path / 'train_step_cpu.md').read_text()
+  assert '| softmax |' in text and 'Model: 1 layers, d 16' in text
