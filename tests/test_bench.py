@@ -169,3 +169,15 @@ def test_train_step_bench_writes_its_table(tmp_path, config, extra, length):
     assert 0 < r['mixer_share']
   text = (tmp_path / 'train_step_cpu.md').read_text()
   assert '| softmax |' in text and 'Model: 1 layers, d 16' in text
+
+
+def test_favor_error_table():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bench.favor_error', '--length=32', '--head_dim=8',
+       '--features=4,16', '--seeds=2'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [l for l in proc.stdout.splitlines() if l.startswith('| ') and 'e-' in l]
+  assert [tuple(c.strip() for c in l.strip('|').split('|')[:2]) for l in rows] == [
+      (mode, kind) for mode in ('bidirectional', 'causal') for kind in ('orthogonal', 'i.i.d.')]
+  for l in rows:
+    assert all(float(c) > 0 for c in l.strip('|').split('|')[2:])
