@@ -5,10 +5,10 @@ mixer, and the share of the step spent in the mixers.
       [--config=configs/enwik8.py] [--config.model.num_layers=4 ...] [--out=bench/results]
   # the CIFAR-10 paper model (24 layers, d 256, T 3072) at batch 1:
   python -m bench.train_step --config=configs/cifar10.py:mixer=aft_local --mixers=aft_local \
-      --small_model=false --config.batch_size=1 --out=bench/results/cifar_aft_local
+      --small_model=false --config.batch_size=1 --out=bench/results/cifar/aft_local
 
 The step is trainlib's jitted train step (state_lib.make_train_step, as train.py builds
-it) on random bytes, for a small model by default (SMALL_MODEL; any --config.* flag
+it) on random tokens, for a small model by default (SMALL_MODEL; any --config.* flag
 overrides it). The mixer share is num_layers x (one mixer's forward+backward at the
 step's shapes, timed alone) / (the step's time). Each (mixer, length) runs in a fresh
 process. Writes train_step_<backend>.{csv,json,md} into --out.
