@@ -199,15 +199,11 @@ def _conv2d(k, v, w, spatial_shape):
 
 
 def _pair_blocks(w, T, c, offsets):
-  """Bias of query block i against key block i + o: {o: [n, c, c, 1]}, w zero-padded."""
+  """Bias of query block i against key block i + o: {o: [n, c, c, 1]} (clipped at the ends,
+  where banded() multiplies them by zero-filled keys)."""
   n = -(-T // c)
-  p = n * c - T
-  if isinstance(w, tuple):
-    u, v = (jnp.pad(x.astype(jnp.float32), ((0, p), (0, 0))).reshape(n, c, -1) for x in w)
-    return {o: jnp.einsum('nqe,nke->nqk', u, shift(v, -o, axis=0))[..., None] for o in offsets}
-  w = jnp.pad(w.astype(jnp.float32), ((0, p), (0, p))).reshape(n, c, n, c)
-  i = jnp.arange(n)
-  return {o: w[i, :, jnp.clip(i + o, 0, n - 1)][..., None] for o in offsets}
+  pair_bias, i = _pair_bias(w, T, n * c, c), jnp.arange(n)
+  return {o: pair_bias(i, jnp.clip(i + o, 0, n - 1))[..., None] for o in offsets}
 
 
 def _pair_bias(w, T, Tp, c):

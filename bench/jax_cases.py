@@ -11,9 +11,8 @@ from flax import nnx
 import mixers
 from bench.measure import NotApplicable, ResidentSet, median_time
 from bench.scan_peer import favor_scan
-from mixers.base import Buffer
 from mixers.layers import linear
-from performer.features import feature_map, random_projection
+from performer.features import feature_map
 
 # Peer name -> jax.nn.dot_product_attention implementation. cuDNN needs a GPU and
 # half precision, so that peer runs in bfloat16 (the dtype is recorded per row).
@@ -39,20 +38,19 @@ class DotProductAttention(nnx.Module):
 
 
 class FavorScan(nnx.Module):
-  """Our performer's features and projections around the sequential-scan causal engine."""
+  """Our registered performer (same parameters, projection and features) with its causal
+  engine swapped for the sequential scan."""
 
-  def __init__(self, *, dim: int, num_heads: int, num_features: int = 256, rngs: nnx.Rngs):
-    self.num_heads = num_heads
-    self.q, self.k, self.v = (linear(dim, dim, ('embed', 'heads'), rngs=rngs)
-                              for _ in range(3))
-    self.out = linear(dim, dim, ('heads', 'embed'), rngs=rngs)
-    self.projection = Buffer(random_projection(rngs.params(), num_features, dim // num_heads))
+  def __init__(self, *, dim: int, num_heads: int, length: int, rngs: nnx.Rngs):
+    self.performer = mixers.build('performer', dim=dim, num_heads=num_heads, max_len=length,
+                                  causal=True, rngs=rngs)
 
   def __call__(self, x):
-    q, k, v = (f(x).reshape(*x.shape[:2], self.num_heads, -1) for f in (self.q, self.k, self.v))
-    features = feature_map(self.projection[...])
+    p = self.performer
+    q, k, v = (f(x).reshape(*x.shape[:2], p.num_heads, -1) for f in (p.q, p.k, p.v))
+    features = feature_map(p.projection[...], p.kernel)
     (q_feat, _), (k_feat, k_logscale) = features(q), features(k)
-    return self.out(favor_scan(q_feat, k_feat, v, k_logscale).reshape(x.shape))
+    return p.out(favor_scan(q_feat, k_feat, v, k_logscale).reshape(x.shape))
 
 
 def dtype_of(spec: dict):
@@ -67,7 +65,7 @@ def build(impl: str, *, dim: int, num_heads: int, length: int, causal: bool,
     if impl == SCAN_PEER:
       if not causal:
         raise NotApplicable(f'{impl} is the causal engine only')
-      return FavorScan(dim=dim, num_heads=num_heads, rngs=nnx.Rngs(0))
+      return FavorScan(dim=dim, num_heads=num_heads, length=length, rngs=nnx.Rngs(0))
     if impl in PEERS:
       return DotProductAttention(dim=dim, num_heads=num_heads, causal=causal,
                                  implementation=PEERS[impl], rngs=nnx.Rngs(0))

@@ -1,4 +1,4 @@
-"""The sequential-scan formulation of causal FAVOR+, as the JAX Performer people use today
+"""The sequential-scan formulation of causal FAVOR+, as the JAX Performer in common use
 writes it: one lax.scan step per position carrying the m x d prefix state, a custom
 gradient that walks the positions backwards (recovering each prefix state by
 subtraction, so memory stays O(m d) per sequence), and key features stabilised by their
