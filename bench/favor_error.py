@@ -3,12 +3,13 @@
   python -m bench.favor_error [--length=1024] [--head_dim=64] [--features=16,64,256,1024]
       [--seeds=32] [--logit_std=0.125]
 
-Mean squared error of the output against exact softmax attention (same q, k, v),
-averaged over --seeds independent projections, causal and bidirectional, for
-orthogonal and i.i.d. random features made from the same Gaussian draws (so the
-two compare pairwise, as in the Performer paper's Theorem 2). q and k are Gaussian,
-scaled so the logits q.k / sqrt(d) have standard deviation --logit_std (FAVOR+'s
-variance grows with the query and key norms); prints a Markdown table.
+Mean squared error of the output against exact softmax attention (same q, k, v; the
+float64 reference in mixers/references.py), averaged over --seeds independent
+projections, causal and bidirectional, for orthogonal and i.i.d. random features
+made from the same Gaussian draws (so the two compare pairwise, as in the
+Performer paper's Theorem 2). q and k are Gaussian, scaled so the logits
+q.k / sqrt(d) have standard deviation --logit_std (FAVOR+'s variance grows with
+the query and key norms); prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from mixers.softmax import softmax_attention
+from mixers import references
 from performer.attention import favor_attention
 from performer.features import random_projection
 
@@ -32,7 +33,7 @@ def errors(length: int, d: int, ms: list[int], seeds: int, logit_std: float) -> 
              for scale in (logit_std ** 0.5, logit_std ** 0.5, 1.0))
   out = {}
   for causal in (False, True):
-    exact = softmax_attention(q, k, v, causal=causal, implementation='xla')
+    exact = references.softmax_attention(q, k, v, causal=causal)
     for orthogonal in (True, False):
       for m in ms:
         mse = jax.jit(lambda key: jnp.mean((favor_attention(

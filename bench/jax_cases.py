@@ -11,7 +11,7 @@ from flax import nnx
 import mixers
 from bench.measure import NotApplicable, ResidentSet, median_time
 from bench.scan_peer import favor_scan
-from mixers.layers import linear
+from mixers.layers import linear, sharding_scope
 from performer.features import feature_map
 
 # Peer name -> jax.nn.dot_product_attention implementation. cuDNN needs a GPU and
@@ -61,7 +61,7 @@ def dtype_of(spec: dict):
 
 def build(impl: str, *, dim: int, num_heads: int, length: int, causal: bool,
           options: dict) -> nnx.Module:
-  with nnx.use_eager_sharding(False):
+  with sharding_scope():  # the peers' own projections: unsharded outside a mesh
     if impl == SCAN_PEER:
       if not causal:
         raise NotApplicable(f'{impl} is the causal engine only')

@@ -6,7 +6,23 @@ Logical names used across the project (the config maps them to mesh axes):
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
+import jax
 from flax import nnx
+
+
+@contextlib.contextmanager
+def sharding_scope() -> Iterator[None]:
+  """Creates parameters sharded by their logical axes inside a mesh, unsharded outside one.
+
+  nnx.with_partitioning shards eagerly, which needs a mesh; building outside a training
+  run (tests, notebooks, benchmarks) has none, so eager sharding is off there.
+  """
+  no_mesh = jax.sharding.get_abstract_mesh().empty
+  with nnx.use_eager_sharding(False) if no_mesh else contextlib.nullcontext():
+    yield
 
 
 def linear(din: int, dout: int, axes: tuple[str | None, str | None], *, rngs: nnx.Rngs,

@@ -2,8 +2,8 @@
 
   Y = phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1),  phi(x) = elu(x) + 1
 
-on the Performer's engine (performer/attention.py: chunked, parallel in length
-when causal, constant-memory decoding); only the feature map differs.
+on the engine FAVOR+ also uses (mixers/kernel_attention.py: chunked, parallel in
+length when causal, constant-memory decoding); only the feature map differs.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import jax
 from flax import nnx
 
 from mixers.base import Mixer, check_length
+from mixers.kernel_attention import init_state, kernel_attention, linear_attention_step
 from mixers.layers import linear
 from mixers.registry import register
-from performer.attention import init_state, kernel_attention, linear_attention_step
 
 FEATURES = {'elu': lambda x: jax.nn.elu(x) + 1.0, 'relu': jax.nn.relu}
 

@@ -17,10 +17,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-
-def upcast(x: jax.Array) -> jax.Array:
-  """At least float32: exponentials and sums never run in bfloat16; float64 stays."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+from mixers.kernel_attention import upcast
 
 
 def random_projection(key: jax.Array, num_features: int, dim: int, *, orthogonal: bool = True,

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mixers.base import Buffer, Mixer, check_length
+from mixers.kernel_attention import init_state, linear_attention_step
 from mixers.layers import linear
 from mixers.registry import register
-from performer.attention import favor_attention, init_state, linear_attention_step
+from performer.attention import favor_attention
 from performer.features import KERNELS, feature_map, random_projection
 
 

@@ -1,4 +1,5 @@
-"""The AFT family against dense float64 references written straight from the paper's formulas."""
+"""The AFT family against the dense float64 references written straight from the paper's
+formulas (mixers/references.py)."""
 import functools
 
 import jax
@@ -7,44 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import aft.modules  # noqa: F401  (registers the AFT mixers)
 import mixers
 from aft.functions import aft_conv, aft_full, aft_local, aft_simple, conv_bias
+from mixers import references
 
 B, D, HEADS = 2, 8, 2
 # Each graph here runs a few times on tiny inputs: compile fast rather than run fast.
 fast_jit = functools.partial(jax.jit, compiler_options={
     'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True})
-
-
-def dense_reference(q, k, v, w, causal):
-  """sigmoid(q_t) * sum_t' exp(k_t' + w_tt') v_t' / sum_t' exp(k_t' + w_tt') in float64;
-  w is [T, T] (shared by channels) or [T, T, d]. The max is subtracted only to allow
-  extreme inputs; it cancels."""
-  q, k, v, w = (np.asarray(x, np.float64) for x in (q, k, v, w))
-  T = q.shape[1]
-  logits = k[:, None] + (w[..., None] if w.ndim == 2 else w)[None]  # [B, t, t', d]
-  if causal:
-    logits = np.where(np.tril(np.ones((T, T), bool))[None, :, :, None], logits, -np.inf)
-  e = np.exp(logits - logits.max(axis=2, keepdims=True))
-  return (e * v[:, None]).sum(axis=2) / e.sum(axis=2) / (1 + np.exp(-q))
-
-
-def conv_reference(q, k, v, taps, causal, spatial_shape=None):
-  """AFT-conv as AFT-full with w_tt' = taps[head, t' - t + off] (0 off the kernel)."""
-  h, s = taps.shape[:2]
-  off = s - 1 if causal else (s - 1) // 2
-  grid = np.indices(spatial_shape or (q.shape[1],)).reshape(len(spatial_shape or (1,)), -1)
-  rel = grid[:, None, :] - grid[:, :, None] + off  # [axes, t, t']
-  inside = ((rel >= 0) & (rel < s)).all(axis=0)
-  w = np.where(inside, np.asarray(taps, np.float64)[(slice(None), *np.clip(rel, 0, s - 1))], 0.)
-  w = np.repeat(np.moveaxis(w, 0, -1), q.shape[-1] // h, axis=-1)  # [T, T, d]
-  return dense_reference(q, np.repeat(k, q.shape[-1] // h, axis=-1), v, w, causal)
-
-
-def band(T, window):
-  t = np.arange(T)
-  return np.abs(t[:, None] - t[None]) < window
 
 
 # (variant, T, option): lengths 1, 63, 300; windows and kernels that divide none of them.
@@ -61,24 +32,25 @@ def make(kind, T, opt, causal, seed=0):
   q, k, v = normal(B, T, D), normal(B, T, D), normal(B, T, D)
   if kind == 'simple':
     return (lambda q, k, v: aft_simple(q, k, v, causal=causal),
-            lambda q, k, v: dense_reference(q, k, v, np.zeros((T, T)), causal), (q, k, v))
+            lambda q, k, v: references.aft_simple(q, k, v, causal=causal), (q, k, v))
   if kind.startswith('conv'):
     k = normal(B, T, HEADS)
     shape = opt[0] if kind == 'conv2d' else None
     s = opt[1] if shape else opt
     taps = normal(HEADS, *(s,) * (2 if shape else 1))
     return (lambda q, k, v, w: aft_conv(q, k, v, w, causal=causal, spatial_shape=shape),
-            lambda q, k, v, w: conv_reference(q, k, v, w, causal, shape), (q, k, v, taps))
-  window = T if kind.startswith('full') else opt
-  mask = band(T, window)
-  fn = ((lambda q, k, v, w: aft_full(q, k, v, w, causal=causal, block=8))
-        if kind.startswith('full') else
-        (lambda q, k, v, w: aft_local(q, k, v, w, window=window, causal=causal)))
+            lambda q, k, v, w: references.aft_conv(q, k, v, w, causal=causal, spatial_shape=shape),
+            (q, k, v, taps))
+  if kind.startswith('full'):
+    fn = lambda q, k, v, w: aft_full(q, k, v, w, causal=causal, block=8)
+    reference = lambda q, k, v, w: references.aft_full(q, k, v, w, causal=causal)
+  else:
+    fn = lambda q, k, v, w: aft_local(q, k, v, w, window=opt, causal=causal)
+    reference = lambda q, k, v, w: references.aft_local(q, k, v, w, window=opt, causal=causal)
   if kind.endswith('dense'):
-    return fn, lambda q, k, v, w: dense_reference(q, k, v, w * mask, causal), (
-        q, k, v, normal(T, T, scale=0.5))
+    return fn, reference, (q, k, v, normal(T, T, scale=0.5))
   return (lambda q, k, v, u, w: fn(q, k, v, (u, w)),
-          lambda q, k, v, u, w: dense_reference(q, k, v, u.astype(float) @ w.T * mask, causal),
+          lambda q, k, v, u, w: reference(q, k, v, u.astype(float) @ w.T),
           (q, k, v, normal(T, 4, scale=0.7), normal(T, 4, scale=0.7)))
 
 
@@ -161,9 +133,8 @@ def test_conv_reparameterisation():
 
 
 def build(name, causal=True, max_len=48, dim=16, **options):
-  with nnx.use_eager_sharding(False):
-    return mixers.build(name, dim=dim, num_heads=4, max_len=max_len, causal=causal,
-                        rngs=nnx.Rngs(0), **options)
+  return mixers.build(name, dim=dim, num_heads=4, max_len=max_len, causal=causal,
+                      rngs=nnx.Rngs(0), **options)
 
 
 def compiled(mixer, method='__call__'):

@@ -1,11 +1,12 @@
-"""Content-based sparse mixers (lsh, routing, sinkhorn) against dense float64 references."""
+"""Content-based sparse mixers (lsh, routing, sinkhorn) against the dense float64 references
+(mixers/references.py), with who-sees-whom written out from each rule's definition."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from mixers import lsh, routing, sinkhorn  # importing registers the three mixers
+from mixers import lsh, references, routing, sinkhorn
 from mixers.base import Buffer
 from mixers.bucketed import unit
 from mixers.registry import build
@@ -13,18 +14,8 @@ from mixers.registry import build
 CHUNK, N_BUCKETS = 8, 6
 
 
-# ---------------------------------------------------------------- dense references (numpy)
-
-def weighted_softmax(q, k, v, counts):
-  """y_i = sum_j C_ij e^{s_ij} v_j / sum_j C_ij e^{s_ij}, s = q k^T / sqrt(d), in float64:
-  softmax over the multiset of keys that query i sees (C_ij = how many times).
-  q, k, v: [b, T, h, d]; counts: [b, h, T, T]."""
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  s = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
-  s = np.where(counts > 0, s, -np.inf)
-  p = counts * np.exp(s - s.max(-1, keepdims=True))
-  return np.einsum('bhqk,bkhd->bqhd', p, v) / np.moveaxis(p.sum(-1), 1, 2)[..., None]
-
+# ---------------------------------------------------------------- who sees whom (numpy)
+# The references are softmax over the multiset of keys each query sees: counts [b, h, T, T].
 
 def bucket_mask(buckets, causal, same_bucket):
   """Who sees whom for one hashing round, from the rule's definition (no sorting kernel).
@@ -58,34 +49,6 @@ def sorted_block_counts(perm_index, t, block, causal):
   return own.astype(int) + (blk[None] == perm_index[blk][:, None])
 
 
-def mixed_blocks_reference(q, k, v, perm, block, causal):
-  """Soft Sinkhorn by explicit mixing: sorted keys/values = kron(P, I_block) [K; V] over the
-  zero-padded sequence, renormalised over real tokens, weighted by their share of real ones."""
-  q, k, v, perm = (np.asarray(a, np.float64) for a in (q, k, v, perm))
-  b, t, h, d = q.shape
-  n = perm.shape[-1]
-  tp = n * block
-  real = (np.arange(tp) < t).astype(float)
-  out = np.zeros_like(q)
-  for bi in range(b):
-    for hi in range(h):
-      mix = np.kron(perm[bi, hi], np.eye(block))
-      mass = mix @ real
-      safe = np.where(mass > 0, mass, 1.0)[:, None]
-      pad = lambda a: np.concatenate([a[bi, :, hi], np.zeros((tp - t, d))])
-      ks, vs = mix @ pad(k) / safe, mix @ pad(v) / safe
-      for i in range(t):
-        sl = slice(i // block * block, i // block * block + block)
-        own = np.arange(tp)[sl]
-        own_ok = (own < t) & ((own <= i) | (not causal))
-        s = np.concatenate([ks[sl] @ q[bi, i, hi] / np.sqrt(d) + np.log(safe[sl, 0]),
-                            pad(k)[sl] @ q[bi, i, hi] / np.sqrt(d)])
-        s = np.where(np.concatenate([mass[sl] > 0, own_ok]), s, -np.inf)
-        p = np.exp(s - s.max())
-        out[bi, i, hi] = p @ np.concatenate([vs[sl], pad(v)[sl]]) / p.sum()
-  return out
-
-
 def unit64(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -112,7 +75,7 @@ def case(kind, t, causal):
     else:
       fn = lambda qk, v: routing.routing_attention(qk, v, buckets[:, :, 0], n_clusters=N_BUCKETS,
                                                    **opts)
-    return fn, lambda qk, v: weighted_softmax(qk, unit64(qk), v, counts), x[::2]
+    return fn, lambda qk, v: references.softmax_attention(qk, unit64(qk), v, weights=counts), x[::2]
   n = -(-t // CHUNK)
   fn = lambda q, k, v, p: sinkhorn.sinkhorn_attention(q, k, v, p, block_size=CHUNK, causal=causal)
   past = np.tri(n, k=-1, dtype=bool) if causal else np.ones((n, n), bool)
@@ -123,10 +86,12 @@ def case(kind, t, causal):
     perm = (index[..., None] == np.arange(n)).astype(np.float32)
     counts = np.array([[sorted_block_counts(ix, t, CHUNK, causal) for ix in row] for row in index],
                       float)
-    return (lambda q, k, v: fn(q, k, v, perm)), (lambda *a: weighted_softmax(*a, counts)), x
+    return ((lambda q, k, v: fn(q, k, v, perm)),
+            (lambda *a: references.softmax_attention(*a, weights=counts)), x)
   perm = np.where(past, np.exp(rng.standard_normal((2, 2, n, n))), 0.0)
   perm = (perm / np.maximum(perm.sum(-1, keepdims=True), 1e-30)).astype(np.float32)
-  return fn, lambda *a: mixed_blocks_reference(*a, CHUNK, causal), x + [perm]
+  return (fn, lambda *a: references.sinkhorn_attention(*a, block=CHUNK, causal=causal),
+          x + [perm])
 
 
 KINDS = ['lsh', 'routing', 'sinkhorn_hard', 'sinkhorn_soft']
@@ -267,9 +232,8 @@ OPTS = {'lsh': dict(chunk_size=8, n_buckets=4), 'routing': dict(chunk_size=8, n_
 
 
 def build_mixer(name, causal=True, **opts):
-  with nnx.use_eager_sharding(False):
-    return build(name, dim=16, num_heads=2, max_len=64, causal=causal, rngs=nnx.Rngs(0),
-                 **{**OPTS[name], **opts})
+  return build(name, dim=16, num_heads=2, max_len=64, causal=causal, rngs=nnx.Rngs(0),
+               **{**OPTS[name], **opts})
 
 
 def future_changed(seed=0, t=40, cut=25):

@@ -1,5 +1,5 @@
 """Linformer, linear attention, Synthesizer and MLP-Mixer token mixing against float64
-references written from the formulas."""
+references written from the formulas (attention itself from mixers/references.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,14 +7,14 @@ import pytest
 from flax import nnx
 
 import mixers
+from mixers import references
 
 D, H, MAX = 16, 2, 320
 
 
 def build(name, causal, **opts):
-  with nnx.use_eager_sharding(False):
-    return mixers.build(name, dim=D, num_heads=H, max_len=MAX, causal=causal,
-                        rngs=nnx.Rngs(0), **opts)
+  return mixers.build(name, dim=D, num_heads=H, max_len=MAX, causal=causal,
+                      rngs=nnx.Rngs(0), **opts)
 
 
 def params(m):
@@ -23,12 +23,6 @@ def params(m):
 
 def dense(p, x):
   return x @ p['kernel'] + (p['bias'] if 'bias' in p else 0.0)
-
-
-def softmax(s):
-  s = s - s.max(-1, keepdims=True)
-  e = np.exp(s)
-  return e / e.sum(-1, keepdims=True)
 
 
 def heads(a):
@@ -49,8 +43,7 @@ def ref_linformer(p, x, reduction, share_kv):
       a = np.concatenate([a, np.zeros((a.shape[0], -t % r, D))], 1)
       return heads(a.reshape(a.shape[0], -1, r * D) @ p['compress']['kernel'])
     k, v = comp(k), comp(v)
-  s = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
-  y = np.einsum('bhqk,bkhd->bqhd', softmax(s), v)
+  y = references.softmax_attention(q, k, v)
   return dense(p['out'], y.reshape(x.shape))
 
 
@@ -64,21 +57,17 @@ def ref_synthesizer(p, x, causal, mode):
     logits = np.einsum('hqf,hkf->hqk', p['r1'][:, :t], p['r2'][:, :t])[None]
   else:
     logits = p['r1'][None, :, :t, :t]
-  if causal:
-    logits = np.where(np.tril(np.ones((t, t), bool)), logits, -np.inf)
-  y = np.einsum('bhqk,bkhd->bqhd', np.broadcast_to(softmax(logits), (x.shape[0], H, t, t)), v)
+  probs = references.softmax(logits, references.causal_mask(t) if causal else 1.0)
+  y = np.einsum('bhqk,bkhd->bqhd', np.broadcast_to(probs, (x.shape[0], H, t, t)), v)
   return dense(p['out'], y.reshape(x.shape))
 
 
 def ref_linear(p, x, causal):
   """phi(q_t) sum_{s (<= t)} phi(k_s) v_s^T / phi(q_t) sum phi(k_s), phi = elu + 1, per head."""
   phi = lambda a: np.where(a > 0, a + 1.0, np.exp(a))
-  q, k, v = (heads(dense(p[n], x)) for n in 'qkv')
-  a = np.einsum('bqhd,bkhd->bhqk', phi(q), phi(k))
-  if causal:
-    a = a * np.tril(np.ones(a.shape[-2:]))
-  y = np.einsum('bhqk,bkhd->bqhd', a / a.sum(-1, keepdims=True), v)
-  return dense(p['out'], y.reshape(x.shape))
+  q, k, v = (heads(dense(p[n], x)).transpose(0, 2, 1, 3) for n in 'qkv')  # head-major
+  y = references.linear_attention(phi(q), phi(k), v, causal=causal)
+  return dense(p['out'], y.transpose(0, 2, 1, 3).reshape(x.shape))
 
 
 def gelu(z):  # jax.nn.gelu's default tanh approximation

@@ -1,4 +1,5 @@
-"""Performer / FAVOR+: features, attention against dense float64 references, the mixer."""
+"""Performer / FAVOR+: features, attention against the dense float64 references
+(mixers/references.py), the mixer."""
 import functools
 
 import jax
@@ -7,49 +8,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import performer.modules  # noqa: F401  (registers 'performer')
+from mixers import references
 from mixers.base import Buffer, update_all_buffers
+from mixers.kernel_attention import causal_linear_attention, linear_attention
 from mixers.registry import build, options
-from mixers.softmax import softmax_attention
-from performer.attention import causal_linear_attention, favor_attention, linear_attention
+from performer.attention import favor_attention
 from performer.features import (KERNELS, hyperbolic_features, positive_features,
                                  random_projection, trig_features)
-
-
-# ---------------------------------------------------------------- dense references (numpy)
-
-def dense_attention(q, k, v, ls, causal):
-  """[b, h, L, *] arrays: y_i = sum_j A_ij v_j / sum_j A_ij, A = Q' (K' e^ls)^T masked.
-
-  Returns y and its VJP (d q, d k, d v, d ls), written out by hand.
-  """
-  kk = k * np.exp(ls)[..., None]
-  a = q @ np.swapaxes(kk, -1, -2)
-  if causal:
-    a = a * np.tril(np.ones(a.shape[-2:]))
-  num, den = a @ v, a.sum(-1, keepdims=True)
-
-  def vjp(g):
-    d_num, d_den = g / den, -(g * num).sum(-1, keepdims=True) / den ** 2
-    d_a = d_num @ np.swapaxes(v, -1, -2) + d_den
-    if causal:
-      d_a = d_a * np.tril(np.ones(a.shape[-2:]))
-    d_kk = np.swapaxes(d_a, -1, -2) @ q
-    return (d_a @ kk, d_kk * np.exp(ls)[..., None], np.swapaxes(a, -1, -2) @ d_num,
-            (d_kk * kk).sum(-1))
-  return num / den, vjp
-
-
-def dense_features(kernel, x, w):
-  """The true features phi(x) of performer/features.py, in float64, for x scaled by d^-1/4."""
-  x = x * x.shape[-1] ** -0.25
-  u = x @ w.T
-  if kernel == 'relu':
-    return np.maximum(u, 0) + 1e-3
-  if kernel == 'hyperbolic':
-    u = np.concatenate([u, -u], -1)
-  u = u - 0.5 * (x * x).sum(-1, keepdims=True)
-  return (np.exp(u) + 1e-6 * np.exp(u.max(-1, keepdims=True))) / np.sqrt(u.shape[-1])
 
 
 def normal(seed, *shape, scale=1.0):
@@ -117,9 +82,9 @@ def test_linear_attention_matches_dense(length, chunk):
     args = tuple(map(jnp.asarray, (q, k, v, ls)))
     y, vjp = jax.vjp(jax.jit(attend), *args)
     grads = vjp(jnp.asarray(g))
-  y_ref, vjp_ref = dense_attention(q, k, v, ls, causal)
+  y_ref = references.linear_attention(q, k, v, causal=causal, k_logscale=ls)
   np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
-  for got, want in zip(grads, vjp_ref(g)):
+  for got, want in zip(grads, references.linear_attention_vjp(q, k, v, ls, g, causal=causal)):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
 
 
@@ -135,8 +100,8 @@ def test_favor_matches_dense(kernel, causal, block_size):
     y = favor_attention(*map(jnp.asarray, (q, k, v, w)), causal=causal, kernel=kernel,
                         chunk_size=8, block_size=block_size)
   q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # head-major for the reference
-  y_ref, _ = dense_attention(dense_features(kernel, q, w), dense_features(kernel, k, w), v,
-                             np.zeros((b, h, length)), causal)
+  y_ref = references.linear_attention(references.favor_features(kernel, q, w),
+                                      references.favor_features(kernel, k, w), v, causal=causal)
   np.testing.assert_allclose(y, y_ref.transpose(0, 2, 1, 3), rtol=1e-9, atol=1e-10)
 
 
@@ -150,14 +115,16 @@ def test_error_against_softmax_falls_with_m_and_orthogonal_helps():
   q, k, v = (jnp.asarray(normal(i, 1, length, 1, d, scale=s), jnp.float32)
              for i, s in enumerate((0.5, 0.5, 1.0)))
 
+  exact = {causal: references.softmax_attention(q, k, v, causal=causal)
+           for causal in (False, True)}
+
   def errors(key):  # [causal, (orthogonal m = 16, 64, 256, i.i.d. m = 64)]
     out = []
     for causal in (False, True):
-      exact = softmax_attention(q, k, v, causal=causal)
       for m, orthogonal in [(m, True) for m in ms] + [(64, False)]:
         w = random_projection(key, m, d, orthogonal=orthogonal)
         y = favor_attention(q, k, v, w, causal=causal, chunk_size=16)
-        out.append(jnp.mean((y - exact) ** 2))
+        out.append(jnp.mean((y - exact[causal]) ** 2))
     return jnp.stack(out).reshape(2, len(ms) + 1)
 
   # lax.map, not vmap: XLA:CPU here hung running the vmapped graph (no CPU used).
@@ -189,9 +156,8 @@ def test_bfloat16_and_extreme_inputs(kernel, causal):
 
 def make(causal=True, seed=0, **opts):
   opts = {'num_features': 16, 'chunk_size': 8, 'block_size': 16, **opts}
-  with nnx.use_eager_sharding(False):
-    return build('performer', dim=32, num_heads=4, max_len=64, causal=causal,
-                 rngs=nnx.Rngs(seed), **opts)
+  return build('performer', dim=32, num_heads=4, max_len=64, causal=causal,
+               rngs=nnx.Rngs(seed), **opts)
 
 
 @pytest.mark.parametrize('kernel', sorted(KERNELS))
@@ -279,5 +245,5 @@ def test_registry_errors(opts, message):
 def test_length_and_width_errors():
   with pytest.raises(ValueError, match='max_len'):
     make()(jnp.ones((1, 65, 32)))
-  with pytest.raises(ValueError, match='divisible'), nnx.use_eager_sharding(False):
+  with pytest.raises(ValueError, match='divisible'):
     build('performer', dim=30, num_heads=4, max_len=8, causal=True, rngs=nnx.Rngs(0))

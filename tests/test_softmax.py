@@ -1,5 +1,5 @@
-"""The softmax baseline (dense and chunked) against a plain dense float64 reference;
-causality; decoding."""
+"""The softmax baseline (dense and chunked) against the plain dense float64 reference
+(mixers/references.py); causality; decoding."""
 import functools
 
 import jax
@@ -9,20 +9,9 @@ import pytest
 from flax import nnx
 
 import mixers
+from mixers import references
 from mixers.chunked_softmax import chunked_softmax_attention
 from mixers.softmax import choose_implementation, softmax_attention
-
-
-def dense_reference(q, k, v, causal):
-  """softmax(q k^T / sqrt(d)) v in float64 numpy; [B, T, H, D] arrays."""
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  s = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
-  if causal:
-    t = q.shape[1]
-    s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
-  p = np.exp(s - s.max(-1, keepdims=True))
-  p /= p.sum(-1, keepdims=True)
-  return np.einsum('bhqk,bkhd->bqhd', p, v)
 
 
 def qkv(t, seed=0, scale=1.0):
@@ -35,7 +24,8 @@ def qkv(t, seed=0, scale=1.0):
 def test_forward_matches_dense_reference(causal, t):
   q, k, v = qkv(t)
   np.testing.assert_allclose(softmax_attention(q, k, v, causal=causal),
-                             dense_reference(q, k, v, causal), atol=2e-5, rtol=1e-4)
+                             references.softmax_attention(q, k, v, causal=causal),
+                             atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('causal', [False, True])
@@ -47,7 +37,7 @@ def test_gradient_matches_dense_reference(causal):
   # Reference gradient: central finite differences of the float64 reference along a random
   # direction, compared with the directional derivative from the analytic gradient.
   rng = np.random.default_rng(1)
-  f = lambda *a: np.sum(dense_reference(*a, causal) * w)
+  f = lambda *a: np.sum(references.softmax_attention(*a, causal=causal) * w)
   for i in range(3):
     d = rng.normal(size=q.shape)
     args_p = [np.asarray(a, np.float64) for a in (q, k, v)]
@@ -61,9 +51,8 @@ def test_gradient_matches_dense_reference(causal):
 
 
 def build(causal=True, **opts):
-  with nnx.use_eager_sharding(False):
-    return mixers.build('softmax', dim=24, num_heads=3, max_len=64, causal=causal,
-                        rngs=nnx.Rngs(0), **opts)
+  return mixers.build('softmax', dim=24, num_heads=3, max_len=64, causal=causal,
+                      rngs=nnx.Rngs(0), **opts)
 
 
 def test_causality_is_bitwise():
@@ -99,7 +88,7 @@ def test_extreme_and_bfloat16_inputs_finite():
   qb, kb, vb = (a.astype(jnp.bfloat16) for a in qkv(50))
   out = softmax_attention(qb, kb, vb, causal=True)
   np.testing.assert_allclose(np.asarray(out, np.float32),
-                             dense_reference(*qkv(50), True), atol=5e-2)
+                             references.softmax_attention(*qkv(50), causal=True), atol=5e-2)
 
 
 def test_longer_than_max_len_is_an_error():
@@ -118,14 +107,6 @@ def output_and_grads(attention, q, k, v, w):
   return out, vjp(w.astype(out.dtype))
 
 
-def float64_grads(q, k, v, w, causal):
-  """Gradient of the dense XLA path computed in float64 (the path checked above)."""
-  dense = lambda q, k, v: softmax_attention(q, k, v, causal=causal, implementation='xla')
-  with jax.enable_x64(True):
-    a = [jnp.asarray(np.asarray(x, np.float64)) for x in (q, k, v, w)]
-    return [np.asarray(g) for g in output_and_grads(dense, *a)[1]]
-
-
 @pytest.mark.parametrize('causal', [False, True])
 @pytest.mark.parametrize('t,chunk', [(63, 16), (300, 64)])
 def test_chunked_forward_and_gradient_match_reference(causal, t, chunk):
@@ -133,8 +114,9 @@ def test_chunked_forward_and_gradient_match_reference(causal, t, chunk):
   q, k, v = qkv(t)
   w = np.random.default_rng(0).normal(size=q.shape)
   out, grads = output_and_grads(chunked(causal, chunk), q, k, v, w)
-  np.testing.assert_allclose(out, dense_reference(q, k, v, causal), atol=2e-6, rtol=1e-5)
-  for g, ref in zip(grads, float64_grads(q, k, v, w, causal)):
+  np.testing.assert_allclose(out, references.softmax_attention(q, k, v, causal=causal),
+                             atol=2e-6, rtol=1e-5)
+  for g, ref in zip(grads, references.softmax_attention_vjp(q, k, v, w, causal=causal)):
     np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
 
 
@@ -160,8 +142,8 @@ def test_chunked_extreme_and_bfloat16_inputs():
   qb, kb, vb = (a.astype(jnp.bfloat16) for a in qkv(50))
   out, grads = output_and_grads(attention, qb, kb, vb, w)
   assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
-  np.testing.assert_allclose(np.asarray(out, np.float32), dense_reference(*qkv(50), True),
-                             atol=5e-2)
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             references.softmax_attention(*qkv(50), causal=True), atol=5e-2)
 
 
 def test_automatic_choice_for_float32():

@@ -1,5 +1,6 @@
-"""Sparse-pattern mixers: the block-sparse engine against dense float64 softmax with each
-pattern written out as an explicit [T, T] mask; the masks; causality; decoding; registry."""
+"""Sparse-pattern mixers: the block-sparse engine against dense float64 softmax
+(mixers/references.py) with each pattern written out as an explicit [T, T] mask; the masks;
+causality; decoding; registry."""
 import functools
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import mixers.sparse_attention  # noqa: F401  (registers the sparse mixers)
+from mixers import references
 from mixers import sparse_patterns as sp
 from mixers.block_sparse import block_sparse_attention, dense_mask
 from mixers.registry import build, names, options
@@ -102,18 +103,6 @@ def test_bigbird_random_blocks_come_from_the_seed():
 
 # ------------------------------------------------ the engine against dense float64 softmax
 
-def dense_attention(q, k, v, mask, dout):
-  """Masked softmax attention in float64 and its VJP by hand; [B, T, H, D], mask [H, T, T]."""
-  q, k, v, dout = (np.asarray(a, np.float64).transpose(0, 2, 1, 3) for a in (q, k, v, dout))
-  s = np.where(mask, q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]), -np.inf)
-  p = np.exp(s - s.max(-1, keepdims=True))
-  p /= p.sum(-1, keepdims=True)
-  dp = dout @ v.swapaxes(-1, -2)
-  ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(q.shape[-1])
-  back = lambda a: a.transpose(0, 2, 1, 3)
-  return back(p @ v), (back(ds @ k), back(ds.swapaxes(-1, -2) @ q), back(p.swapaxes(-1, -2) @ dout))
-
-
 def normal(seed, t, scale=1.0, dtype=jnp.float32):
   return scale * jax.random.normal(jax.random.key(seed), (1, t, H, DH)).astype(dtype)
 
@@ -137,7 +126,9 @@ def test_engine_matches_dense_reference(case, causal, t):
   q, k, v, dout = (normal(i, t) for i in range(4))
   layout = pattern(case, causal).layout(t)
   out, grads = compiled(functools.partial(engine_with_grads, layout), q, k, v, dout)(q, k, v, dout)
-  ref_out, ref_grads = dense_attention(q, k, v, reference_mask(case, causal, t), dout)
+  mask = reference_mask(case, causal, t)
+  ref_out = references.softmax_attention(q, k, v, weights=mask)
+  ref_grads = references.softmax_attention_vjp(q, k, v, dout, weights=mask)
   np.testing.assert_allclose(out, ref_out, atol=2e-5, rtol=1e-4)
   for g, ref in zip(grads, ref_grads):
     np.testing.assert_allclose(g, ref, atol=5e-5, rtol=1e-4)
@@ -151,8 +142,8 @@ def test_extreme_and_bfloat16_inputs(case):
   assert np.isfinite(run(*(normal(i, t, scale=1e4) for i in range(3)))).all()
   out = run(*(normal(i, t, dtype=jnp.bfloat16) for i in range(3)))
   assert out.dtype == jnp.bfloat16
-  q, k, v, dout = (normal(i, t) for i in range(4))
-  ref, _ = dense_attention(q, k, v, reference_mask(case, True, t), dout)
+  q, k, v = (normal(i, t) for i in range(3))
+  ref = references.softmax_attention(q, k, v, weights=reference_mask(case, True, t))
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=5e-2)
 
 
@@ -182,9 +173,8 @@ def test_no_dense_score_matrix(case):
 
 def mixer(case, causal=True, max_len=64):
   name, opts = CASES[case]
-  with nnx.use_eager_sharding(False):
-    return build(name, dim=H * DH, num_heads=H, max_len=max_len, causal=causal,
-                 rngs=nnx.Rngs(0), **opts)
+  return build(name, dim=H * DH, num_heads=H, max_len=max_len, causal=causal,
+               rngs=nnx.Rngs(0), **opts)
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -239,12 +229,12 @@ def test_registry_builds_every_pattern_with_its_options():
     ('bigbird', dict(window=3), r"unknown option\(s\) \['window'\]"),
 ])
 def test_option_errors(name, opts, error):
-  with pytest.raises(ValueError, match=error), nnx.use_eager_sharding(False):
+  with pytest.raises(ValueError, match=error):
     build(name, dim=H * DH, num_heads=H, max_len=64, causal=True, rngs=nnx.Rngs(0), **opts)
 
 
 def test_usage_errors():
-  with pytest.raises(ValueError, match='num_heads >= 2'), nnx.use_eager_sharding(False):
+  with pytest.raises(ValueError, match='num_heads >= 2'):
     build('strided', dim=8, num_heads=1, max_len=8, causal=True, rngs=nnx.Rngs(0))
   with pytest.raises(NotImplementedError, match='bigbird has no decoding step'):
     mixer('bigbird').init_cache(1, 64)

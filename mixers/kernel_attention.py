@@ -1,0 +1,190 @@
+"""Kernelised linear attention over any feature map, bidirectional and causal.
+
+The engine behind `linear` (phi = elu + 1) and `performer` (FAVOR+ random
+features, performer/attention.py). It works on [..., length, *] arrays (any
+leading batch/head axes): q_feat, k_feat [..., L, m], v [..., L, dv], and
+k_logscale [..., L] (None = 0), a per-key log multiplier: the key features are
+k_feat * exp(k_logscale). Outputs are y_i = sum_j A_ij v_j / sum_j A_ij with
+A_ij = phi(q_i).phi(k_j), over j <= i when causal.
+
+Values get a column of ones, so numerator and denominator (the paper's C = [V 1])
+come out of the same contractions. Key scales multiply the (dv+1)-wide values or
+the c x c chunk weights, never a copy of the m-wide key features. Sums run in
+float32 at least.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def upcast(x: jax.Array) -> jax.Array:
+  """At least float32: exponentials and sums never run in bfloat16; float64 stays."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _with_ones(v):
+  v = upcast(v)
+  return jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], -1)
+
+
+def _normalise(out, dtype):
+  den = out[..., -1:]
+  # A zero denominator only comes with a zero numerator (padding, all-zero features).
+  return (out[..., :-1] / jnp.where(den == 0, 1.0, den)).astype(dtype)
+
+
+def _combine(a, b):
+  """Adds two key summaries, each held relative to exp(its scale): log-sum-exp style."""
+  (sa, ka), (sb, kb) = a, b
+  s = jnp.maximum(sa, sb)
+  return s, ka * jnp.exp(sa - s) + kb * jnp.exp(sb - s)
+
+
+def _key_summary(k_feat, v, k_logscale):
+  """(scale, sum_j k_j [v_j 1]^T exp(logscale_j - scale)), scale = max logscale."""
+  vv = _with_ones(v)
+  scale = jnp.zeros(vv.shape[:-2], vv.dtype)
+  if k_logscale is not None:
+    scale = jax.lax.stop_gradient(jnp.max(k_logscale, axis=-1))  # cancels in the ratio
+    vv = vv * jnp.exp(k_logscale - scale[..., None])[..., None]
+  return scale, jnp.einsum('...lm,...ld->...md', upcast(k_feat), vv)
+
+
+def _read(q_feat, kv, dtype):
+  return _normalise(jnp.einsum('...lm,...md->...ld', upcast(q_feat), kv), dtype)
+
+
+def linear_attention(q_feat, k_feat, v, k_logscale=None):
+  """Bidirectional: D^-1 (Q' ((K')^T V)); never forms the L x L matrix."""
+  return _read(q_feat, _key_summary(k_feat, v, k_logscale)[1], v.dtype)
+
+
+def causal_linear_attention(q_feat, k_feat, v, *, chunk_size: int = 128, k_logscale=None):
+  """Causal linear attention, chunked and parallel in length (see `causal_chunks`)."""
+  state = init_state(q_feat.shape[:-2], k_feat.shape[-1], v.shape[-1],
+                     jnp.result_type(q_feat, k_feat, v, jnp.float32))
+  return causal_chunks(q_feat, k_feat, v, state, chunk_size=chunk_size, k_logscale=k_logscale)[0]
+
+
+def init_state(batch_shape: tuple[int, ...], m: int, dv: int, dtype=jnp.float32):
+  """Causal state: sum_j k_j [v_j 1]^T held relative to exp(scale); constant in length."""
+  return {'kv': jnp.zeros((*batch_shape, m, dv + 1), dtype),
+          'scale': jnp.full(batch_shape, -jnp.inf, dtype)}
+
+
+def causal_chunks(q_feat, k_feat, v, state, *, chunk_size: int, k_logscale=None):
+  """Causal linear attention after the keys already in `state`; returns (y, new state).
+
+  Stabiliser: s_i = max(state scale, max_{j <= i} k_logscale_j), a running max,
+  so no future position. Key j weighs exp(k_logscale_j - s_i) <= 1 for query
+  i >= j: exact (every key relative to the query's own s_i) and never
+  overflowing. Within a chunk that is the masked c x c form; each chunk's summary
+  sum_j k_j [v_j 1]^T (m x (dv+1)) is held relative to the s at the chunk's end,
+  and an associative_scan over [state, chunk summaries] rescales while it sums,
+  giving each chunk the exclusive prefix and the caller the final state. Memory
+  per row of keys: O(L m + L c + (L/c) m dv), never an L x m x dv prefix tensor.
+  """
+  length = q_feat.shape[-2]
+  if k_logscale is None:
+    k_logscale = jnp.zeros(k_feat.shape[:-1], upcast(k_feat).dtype)
+  s = jax.lax.stop_gradient(jnp.maximum(
+      state['scale'][..., None], jax.lax.cummax(k_logscale, axis=k_logscale.ndim - 1)))
+
+  c = min(chunk_size, length)
+  n = -(-length // c)
+  def chunks(a, axis, mode='constant'):
+    """Pads the length axis to n c (zero keys, scales kept so weights stay <= 1) and
+    splits it into [n, c]."""
+    axis %= a.ndim
+    a = jnp.pad(a, [(0, n * c - length) if i == axis else (0, 0) for i in range(a.ndim)],
+                mode=mode)
+    return a.reshape(*a.shape[:axis], n, c, *a.shape[axis + 1:])
+  qc, kc, vc = (chunks(a, -2) for a in (upcast(q_feat), upcast(k_feat), _with_ones(v)))
+  lc, sc = chunks(k_logscale, -1, 'edge'), chunks(s, -1, 'edge')  # [..., n, c]
+
+  # Within chunks: masked Q'K'^T, key j for query i weighted by exp(logscale_j - s_i).
+  causal = jnp.tril(jnp.ones((c, c), bool))
+  weight = jnp.exp(jnp.where(causal, lc[..., None, :] - sc[..., :, None], -jnp.inf))
+  scores = jnp.einsum('...im,...jm->...ij', qc, kc) * weight
+  out = jnp.einsum('...ij,...jd->...id', scores, vc)
+
+  # Across chunks: summaries relative to each chunk's last s, prefix sums after the state.
+  last = sc[..., -1:, None]  # [..., n, 1, 1]
+  summary = jnp.einsum('...jm,...jd->...md', kc, vc * jnp.exp(lc[..., None] - last))
+  s_pre, kv_pre = jax.lax.associative_scan(
+      _combine, (jnp.concatenate([state['scale'][..., None, None, None], last], -3),
+                 jnp.concatenate([state['kv'][..., None, :, :], summary], -3)),
+      axis=summary.ndim - 3)
+  inter = jnp.einsum('...im,...md->...id', qc, kv_pre[..., :-1, :, :])
+  out = out + inter * jnp.exp(s_pre[..., :-1, :, 0] - sc)[..., None]
+  out = out.reshape(*out.shape[:-3], n * c, out.shape[-1])[..., :length, :]
+  return _normalise(out, v.dtype), {'kv': kv_pre[..., -1, :, :], 'scale': s_pre[..., -1, 0, 0]}
+
+
+def linear_attention_step(q_feat, k_feat, v, state, k_logscale=None):
+  """One causal position ([..., m], [..., m], [..., dv]): equal to the parallel form."""
+  if k_logscale is None:
+    k_logscale = jnp.zeros(k_feat.shape[:-1], jnp.float32)
+  scale = jnp.maximum(state['scale'], k_logscale)
+  vv = _with_ones(v) * jnp.exp(k_logscale - scale)[..., None]
+  kv = (state['kv'] * jnp.exp(state['scale'] - scale)[..., None, None]
+        + upcast(k_feat)[..., :, None] * vv[..., None, :])
+  y = _normalise(jnp.einsum('...m,...md->...d', upcast(q_feat), kv), v.dtype)
+  return y, {'kv': kv, 'scale': scale}
+
+
+def _split(a, size):
+  """[..., L, d] -> [L/size, ..., size, d], zero padded: blocks lead, for lax.scan."""
+  length = a.shape[-2]
+  n = -(-length // size)
+  a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, n * size - length), (0, 0)])
+  return jnp.moveaxis(a.reshape(*a.shape[:-2], n, size, a.shape[-1]), -3, 0)
+
+
+def _merge(a, length):
+  a = jnp.moveaxis(a, 0, -3)
+  return a.reshape(*a.shape[:-3], -1, a.shape[-1])[..., :length, :]
+
+
+def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: int = 128,
+                     block_size: int = 1024):
+  """Linear attention with phi = `features` (x -> (feat, logscale)) on [..., L, d] inputs.
+
+  Runs over blocks of `block_size` positions with lax.scan, each step
+  rematerialised: a block's features exist only inside its step and the backward
+  pass recomputes them, so no L x m tensor is formed and memory is
+  O(L d + block_size (m + c) + (block_size/c) m dv). Causal: each block continues
+  `causal_chunks` from the previous block's state (no per-position step).
+  Bidirectional: one pass sums the key summaries, a second reads them.
+  """
+  length = q.shape[-2]
+  size = min(block_size, length)
+  qb, kb, vb = (_split(a, size) for a in (q, k, v))
+  m = jax.eval_shape(features, q[..., :1, :])[0].shape[-1]
+  state = init_state(q.shape[:-2], m, v.shape[-1], jnp.result_type(q, v, jnp.float32))
+  if causal:
+    # Zero padding comes after every real query: it changes only the final state.
+    def step(state, block):
+      q_b, k_b, v_b = block
+      (q_feat, _), (k_feat, k_logscale) = features(q_b), features(k_b)
+      y, state = causal_chunks(q_feat, k_feat, v_b, state, chunk_size=chunk_size,
+                               k_logscale=k_logscale)
+      return state, y
+    return _merge(jax.lax.scan(jax.checkpoint(step), state, (qb, kb, vb))[1], length)
+
+  def add_keys(state, block):
+    k_b, v_b, real = block
+    k_feat, k_logscale = features(k_b)
+    # Padded keys get weight exp(-inf) = 0.
+    k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, -jnp.inf)
+    scale, kv = _key_summary(k_feat, v_b, k_logscale)
+    scale, kv = _combine((state['scale'][..., None, None], state['kv']),
+                         (scale[..., None, None], kv))
+    return {'kv': kv, 'scale': scale[..., 0, 0]}, None
+  real = _split(jnp.ones((length, 1), bool), size)[..., 0]
+  kv = jax.lax.scan(jax.checkpoint(add_keys), state, (kb, vb, real))[0]['kv']
+  read = jax.checkpoint(lambda q_b: _read(features(q_b)[0], kv, v.dtype))
+  return _merge(jax.lax.map(read, qb), length)
