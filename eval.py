@@ -1,9 +1,10 @@
-"""Evaluates the newest readable checkpoint of a run on a split; prints and records bits/token.
+"""Evaluates the newest readable checkpoint of a run: the config's evaluators on a split.
 
   python eval.py --config=configs/enwik8.py:mixer=softmax --workdir=runs/x --split=test
   python eval.py --config=configs/cifar10.py:mixer=aft_local --workdir=runs/c --sample=16
 
-Appends one JSON row to <workdir>/results.jsonl, beside the checkpoints.
+The workdir is opened read-only (a damaged checkpoint is reported and skipped, never
+moved); the result is printed, then appended as one JSON row to <workdir>/results.jsonl.
 """
 from __future__ import annotations
 
@@ -15,62 +16,74 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from trainlib import mesh as mesh_lib
-from trainlib import sampling
-from trainlib import state as state_lib
-from trainlib import task
+import evaluators
+from evaluators import samples
 from trainlib.checkpoints import Checkpoints
+from trainlib.metrics import write_image_grid
+from trainlib.run import Run
 
 FLAGS = flags.FLAGS
 
 
 def restore(config, workdir: str):
-  """(mesh, graphdef, step, state) of the newest readable checkpoint in workdir."""
-  mesh = mesh_lib.make_mesh(config.mesh)
-  graphdef, state, _, _ = state_lib.create(config, mesh, total_steps=1)
-  ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
-  restored = ckpt.restore(state)
+  """(run, step, state) of the newest readable checkpoint in workdir."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoints in {directory}; train first with train.py '
+                            f'--workdir={workdir}')
+  run = Run(config, steps=1)  # the optimizer's shape does not depend on the schedule length
+  ckpt = Checkpoints(directory, read_only=True)
+  restored = ckpt.restore(run.state)
   ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f'no readable checkpoint in {ckpt.directory}; train first with '
+    raise FileNotFoundError(f'no readable checkpoint in {directory}; train first with '
                             f'train.py --workdir={workdir}')
   step, state, _ = restored
-  return mesh, graphdef, step, state
+  return run, step, state
 
 
 def evaluate_checkpoint(config, workdir: str, split: str = 'valid') -> dict:
-  mesh, graphdef, step, state = restore(config, workdir)
-  mesh_lib.check_batch(config.batch_size, mesh)
-  sharding = mesh_lib.batch_sharding(mesh, config.axis_rules)
-  data = task.load_split(config, split)
+  """Runs every evaluator of config.evals that reads a split on `split`; returns the row
+  (values keyed by name, or '<evaluator>/<name>' when the config has several)."""
+  run, step, state = restore(config, workdir)
+  evals = evaluators.build_all(config, run.task, run, split=split)
+  if not evals:
+    raise ValueError(f'config.evals has no evaluator that reads a split ({list(config.evals)})')
   t = time.perf_counter()
-  m = state_lib.evaluate(state_lib.make_eval_step(config, graphdef), state,
-                         task.eval_batches(config, data), lambda b: mesh_lib.to_global(b, sharding))
-  row = {'step': int(step), 'split': split, 'unit': task.unit(config), 'bits': m['bits'],
-         'loss': m['loss'],
-         'tokens': int(m['tokens']), 'mixer': config.model.mixer, 'data': config.data.name,
-         'seconds': round(time.perf_counter() - t, 2)}
+  row = {'step': int(step), 'split': split, 'task': config.task, 'unit': run.task.unit,
+         'mixer': config.model.mixer, 'data': config.data.name}
+  for name, (ev, _) in evals.items():
+    for key, value in ev.run(state, final=True):
+      row[key if len(evals) == 1 else f'{name}/{key}'] = value
+  row['seconds'] = round(time.perf_counter() - t, 2)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.jsonl'), 'a') as f:
       f.write(json.dumps(row) + '\n')
   return row
 
 
+def draw_samples(config, workdir: str, num: int, seed: int) -> str:
+  """num samples from the newest checkpoint through the config's samples evaluator options."""
+  run, step, state = restore(config, workdir)
+  options = next((dict(c) for c in config.evals.values() if c.get('type') == 'samples'), {})
+  ev = samples.Evaluator(run.task, run, num=num, seed=seed,
+                         temperature=options.get('temperature', 1.0))
+  (_, value), = ev.run(state)
+  if isinstance(value, str):
+    return value
+  return f'{num} samples at step {step}: ' + write_image_grid(value, workdir, 'samples', step)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  config = FLAGS.config
   if FLAGS.sample:
-    if not task.is_images(config):
-      raise SystemExit('--sample draws images; for text, train.py prints a sample at the end')
-    _, graphdef, step, state = restore(config, FLAGS.workdir)
-    images = sampling.sample_images(config, graphdef, state, FLAGS.sample, FLAGS.seed)
-    print(f'{FLAGS.sample} samples at step {step}: '
-          + sampling.write_image_grid(images, FLAGS.workdir, step))
+    print(draw_samples(FLAGS.config, FLAGS.workdir, FLAGS.sample, FLAGS.seed))
     return
-  row = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.split)
-  print(f'{row["split"]} {row["unit"]} at step {row["step"]}: {row["bits"]:.4f} '
-        f'({row["tokens"]} tokens)')
+  row = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split)
+  print(f'{row["split"]} at step {row["step"]}: ' + '  '.join(
+      f'{row["unit"] if k == "bits" else k} {v:.4f}' for k, v in row.items()
+      if isinstance(v, float) and k != 'seconds'))
   print(json.dumps(row))
 
 
@@ -78,8 +91,8 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, "The run's config file.", lock_config=True)
   flags.DEFINE_string('workdir', None, 'The run directory.')
   flags.DEFINE_enum('split', 'valid', ['valid', 'test'], 'Split to evaluate.')
-  flags.DEFINE_integer('sample', 0, 'Instead of evaluating, draw this many images into a PNG '
-                       'grid in workdir (and TensorBoard).')
+  flags.DEFINE_integer('sample', 0, 'Instead of evaluating, draw this many samples (images: a '
+                       'PNG grid in workdir).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

@@ -3,9 +3,11 @@
   python train.py --config=configs/enwik8.py:mixer=softmax --workdir=runs/x \
       [--config.model.num_layers=2 ...]
 
-Rerunning the same command resumes from the newest readable checkpoint in
-workdir, with the data iterator's position and the step, so the run ends with
-the parameters an uninterrupted run ends with.
+The loop knows no task: the task (config.task) gives the model, the data and the
+loss, the evaluators (config.evals) give the numbers. Rerunning the same command
+resumes from the newest readable checkpoint in workdir, with the data iterator's
+position and the step, so the run ends with the parameters an uninterrupted run
+ends with.
 """
 from __future__ import annotations
 
@@ -17,12 +19,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from trainlib import mesh as mesh_lib
-from trainlib import sampling
-from trainlib import state as state_lib
-from trainlib import task
+import evaluators
 from trainlib.checkpoints import Checkpoints
 from trainlib.metrics import MetricWriter
+from trainlib.run import Run
 
 FLAGS = flags.FLAGS
 
@@ -32,101 +32,89 @@ class NonFiniteError(FloatingPointError):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (resuming if workdir has checkpoints), evaluates, samples; returns final metrics."""
-  train_data, valid_data = task.load_split(config, 'train'), task.load_split(config, 'valid')
-  total_steps = config.num_steps or config.num_epochs * task.steps_per_epoch(config, train_data)
-  mesh, batch_sharding, graphdef, state, train_step = state_lib.setup(config, total_steps)
-
-  ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
-  train_iter = task.train_iterator(config, train_data)
-  restored = ckpt.restore(state)
-  if restored:
-    start, state, data_state = restored
-    train_iter.set_state(data_state['iterator'])
-    print(f'Resumed from {ckpt.directory}/{start} (step {start}).', flush=True)
-  else:
-    start = 0
-  writer = MetricWriter(workdir, total_steps)
-  writer.write_config(workdir, config)
-  n_params = sum(x.size for x in jax.tree.leaves(state['params']))
-  print(f'{n_params / 1e6:.2f}M parameters, mixer {config.model.mixer}, {total_steps} steps, '
-        f'mesh {dict(mesh.shape)}, {jax.device_count()} {jax.devices()[0].platform} device(s)',
-        flush=True)
-
-  eval_step = state_lib.make_eval_step(config, graphdef)
-  to_global = lambda b: mesh_lib.to_global(b, batch_sharding)
-
-  def run_eval(step, max_batches):
-    t = time.perf_counter()
-    m = state_lib.evaluate(eval_step, state, task.eval_batches(config, valid_data, max_batches),
-                           to_global)
-    writer.write(step, m, prefix='valid')
-    writer.pause(time.perf_counter() - t)
-    return m
-
-  if config.eval_at_start and start == 0:
-    run_eval(0, config.eval_batches)
-
-  sums, n_logged, pending, valid = {}, 0, None, None
-
-  def consume(step, metrics):
-    """Checks one step's metrics (fetched a step late) and logs the interval's means."""
-    nonlocal sums, n_logged
-    m = jax.device_get(metrics)
-    if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
-      last = ckpt.latest_step()
-      raise NonFiniteError(
-          f'non-finite loss or gradient at step {step} (loss={m["loss"]}, grad_norm='
-          f'{m["grad_norm"]}); stopping. Last good checkpoint: '
-          + (f'{ckpt.directory}/{last}' if last is not None else 'none'))
-    for k, v in m.items():
-      sums[k] = sums.get(k, 0.0) + float(v)
-    n_logged += 1
-    if step % config.log_every == 0 or step == total_steps:
-      means = {k: v / n_logged for k, v in sums.items()}
-      means['bits'] = means['loss'] / task.LN2
-      writer.write(step, means)
-      sums, n_logged = {}, 0
-
+  """Trains (resuming if workdir has checkpoints) and runs the evaluators; returns
+  {'step': N, <eval name>: {value name: value}} of the final evaluation."""
+  run = Run(config)
+  task, total_steps, state = run.task, run.total_steps, run.state
+  del run.state  # donated by the first step
+  ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints,
+                     best_metric=config.best_metric, best_mode=config.best_mode)
+  writer = None
   try:
+    train_iter = task.train_iterator()
+    restored = ckpt.restore(state)
+    if restored:
+      start, state, data_state = restored
+      train_iter.set_state(data_state['iterator'])
+      print(f'Resumed from {ckpt.directory}/{start} (step {start}).', flush=True)
+    else:
+      start = 0
+    writer = MetricWriter(workdir, total_steps, unit=task.unit)
+    writer.write_config(config)
+    n_params = sum(x.size for x in jax.tree.leaves(state['params']))
+    print(f'{n_params / 1e6:.2f}M parameters, task {config.task}, mixer {config.model.mixer}, '
+          f'{total_steps} steps, mesh {dict(run.mesh.shape)}, {jax.device_count()} '
+          f'{jax.devices()[0].platform} device(s)', flush=True)
+    evals = evaluators.build_all(config, task, run)
+    results = {}
+
+    def evaluate(step, final):
+      """Runs the evaluators due at `step` (all of them when final); returns their scalars."""
+      t = time.perf_counter()
+      out = {}
+      for name, (ev, every) in evals.items():
+        if final or (every and step % every == 0):
+          values = dict(ev.run(state, final))
+          writer.write(step, values, prefix=name)
+          out.update({f'{name}/{k}': v for k, v in values.items() if isinstance(v, float)})
+          results[name] = values
+      writer.pause(time.perf_counter() - t)
+      return out
+
+    if config.eval_at_start and start == 0:
+      evaluate(0, final=False)
+
+    sums, n_logged, pending = {}, 0, None
+
+    def consume(step, metrics):
+      """Checks one step's metrics (fetched a step late) and logs the interval's means."""
+      nonlocal sums, n_logged
+      m = jax.device_get(metrics)
+      if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
+        last = ckpt.latest_step()
+        raise NonFiniteError(
+            f'non-finite loss or gradient at step {step} (loss={m["loss"]}, grad_norm='
+            f'{m["grad_norm"]}); stopping. Last good checkpoint: '
+            + (f'{ckpt.directory}/{last}' if last is not None else 'none'))
+      for k, v in m.items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      n_logged += 1
+      if step % config.log_every == 0 or step == total_steps:
+        writer.write(step, {k: v / n_logged for k, v in sums.items()})
+        sums, n_logged = {}, 0
+
     for step in range(start + 1, total_steps + 1):
-      batch = to_global(next(train_iter))
-      state, metrics = train_step(state, batch)
+      batch = run.to_global(next(train_iter))
+      state, metrics = run.train_step(state, batch)
       if pending:
         consume(*pending)
       pending = (step, metrics)
-      is_eval = step % config.eval_every == 0 or step == total_steps
-      if is_eval or step % config.checkpoint_every == 0:
+      last = step == total_steps
+      due = any(every and step % every == 0 for _, every in evals.values())
+      if last or due or step % config.checkpoint_every == 0:
         consume(*pending)
         pending = None
-        last = step == total_steps  # the last evaluation covers the whole split
-        valid = run_eval(step, None if last else config.eval_batches) if is_eval else None
+        scalars = evaluate(step, final=last) if (last or due) else {}
         t = time.perf_counter()
-        ckpt.save(step, state, {'iterator': train_iter.get_state()},
-                  {'loss': valid['loss']} if valid else None)
+        ckpt.save(step, state, {'iterator': train_iter.get_state()}, scalars)
         writer.pause(time.perf_counter() - t)
+    if start >= total_steps:  # nothing was left to train: report the restored state
+      evaluate(total_steps, final=True)
   finally:
     ckpt.close()
-
-  if valid is None:  # nothing was left to train: report the restored state
-    valid = run_eval(total_steps, None)
-  print(f'valid {task.unit(config)}: {valid["bits"]:.4f} over {int(valid["tokens"])} tokens',
-        flush=True)
-  sample = None
-  if task.is_images(config):
-    if config.sample.num_images:
-      images = sampling.sample_images(config, graphdef, state, config.sample.num_images,
-                                      config.seed + 1)
-      if jax.process_index() == 0:
-        print('samples: ' + sampling.write_image_grid(images, workdir, total_steps), flush=True)
-  else:
-    sample = sampling.sample_text(config, graphdef, state, valid_data)
-    if jax.process_index() == 0:
-      print('sample:\n' + sample, flush=True)
-      with open(os.path.join(workdir, 'sample.txt'), 'w') as f:
-        f.write(sample)
-  writer.close()
-  return {'valid': valid, 'step': total_steps, 'sample': sample}
+    if writer is not None:
+      writer.close()
+  return {'step': total_steps, **results}
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-"""Worker side of bench.train_step: a task's jitted train step (trainlib's, as train.py
+"""Worker side of bench.train_step: a task's jitted train step (trainlib.run's, as train.py
 builds it) on random tokens, and the mixer alone at the same shapes."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from ml_collections import config_flags
 from bench import jax_cases
 from configs.common import override
 from bench.measure import median_time
-from trainlib import mesh as mesh_lib
-from trainlib import state as state_lib
-from trainlib import task
+import tasks
+from tasks.base import resolve_mixer_options
+from trainlib.run import Run
 
 
 def load_config(path: str, overrides: dict):
@@ -27,24 +27,27 @@ def load_config(path: str, overrides: dict):
 
 def measure(spec: dict, record) -> None:
   config = load_config(spec['config'], spec['overrides'])
-  images = task.is_images(config)
-  if not images:  # text: the window length is the bench's; an image's is its token count
+  windows = 'seq_len' in config.data  # text windows take the bench's length; an image is fixed
+  if windows:
     override(config, {'data.seq_len': spec['length'], 'model.max_len': spec['length']})
-  m, length, batch_size = config.model, task.seq_len(config), config.batch_size
+  task = tasks.get(config)
+  m, length, batch_size = config.model, task.seq_len, config.batch_size
   if length != spec['length']:
     raise ValueError(f'an image task has {length} tokens per example, not {spec["length"]}')
   record(batch=batch_size, num_layers=m.num_layers, dim=m.dim, heads=m.num_heads,
          mlp_dim=m.mlp_dim, dtype=m.compute_dtype)
-  _, batch_sharding, _, state, train_step = state_lib.setup(config, total_steps=1000)
-  # Random bytes: the step's cost does not depend on the text.
+  run = Run(config, steps=1000, task=task)
+  state = run.state
+  del run.state
+  # Random bytes: the step's cost does not depend on the text (windows hold T + 1 tokens).
   tokens = np.random.default_rng(0).integers(0, m.vocab_size,
-                                             (batch_size, length + (0 if images else 1)),
+                                             (batch_size, length + (1 if windows else 0)),
                                              dtype=np.int32)
-  batch = mesh_lib.to_global({'tokens': tokens}, batch_sharding)
+  batch = run.to_global({'tokens': tokens})
 
   def step():
     nonlocal state
-    state, metrics = train_step(state, batch)  # the state is donated: keep the new one
+    state, metrics = run.train_step(state, batch)  # the state is donated: keep the new one
     jax.block_until_ready((state, metrics))
 
   t = time.perf_counter()
@@ -55,7 +58,7 @@ def measure(spec: dict, record) -> None:
          tokens_per_s=batch_size * length / seconds)
   del state  # free the model before the mixer alone is measured
 
-  alone = dict(impl=m.mixer, options=m.mixer_options.to_dict(), mode='causal', length=length,
+  alone = dict(impl=m.mixer, options=resolve_mixer_options(m), mode='causal', length=length,
                batch=batch_size, heads=m.num_heads, head_dim=m.dim // m.num_heads,
                dtype=m.compute_dtype, repeats=spec['repeats'], phases=('fwdbwd',))
   fields = {}

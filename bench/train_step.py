@@ -7,7 +7,7 @@ mixer, and the share of the step spent in the mixers.
   python -m bench.train_step --config=configs/cifar10.py:mixer=aft_local --mixers=aft_local \
       --small_model=false --config.batch_size=1 --out=bench/results/cifar/aft_local
 
-The step is trainlib's jitted train step (state_lib.make_train_step, as train.py builds
+The step is trainlib's jitted train step (trainlib.run.Run, as train.py builds
 it) on random tokens, for a small model by default (SMALL_MODEL; any --config.* flag
 overrides it). The mixer share is num_layers x (one mixer's forward+backward at the
 step's shapes, timed alone) / (the step's time). Each (mixer, length) runs in a fresh
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 import mixers
 from bench import report, system
 from bench.sweep import memory_limit, probe, sweep
-from trainlib import task
+import tasks
 
 FLAGS = flags.FLAGS
 SMALL_MODEL = {'model.num_layers': 2, 'model.dim': 256, 'model.num_heads': 4,
@@ -65,8 +65,8 @@ def main(argv):
   overrides = {**(SMALL_MODEL if FLAGS.small_model else {}),
                **config_flags.get_override_values(FLAGS['config'])}
   lengths = sorted(int(n) for n in FLAGS.lengths)
-  if task.is_images(FLAGS.config):  # an image's token count is fixed by the task
-    lengths = [task.seq_len(FLAGS.config)]
+  if 'seq_len' not in FLAGS.config.data:  # an image's token count is fixed by the task
+    lengths = [tasks.get(FLAGS.config).seq_len]
     print(f'image task: T = {lengths[0]} tokens per image (--lengths ignored)', flush=True)
   cases = [{'kind': 'train', 'impl': name, 'config': path, 'repeats': FLAGS.repeats,
             'memory_limit_bytes': memory_limit(backend, FLAGS.memory_limit_gb),

@@ -21,7 +21,7 @@ Paper test bits/dim: Transformer 12L/512 2.88, 24L/256 2.86; AFT-local-256
 12L/512 2.80, 24L/256 2.74; AFT-simple 24L/256 2.89.
 Ours: the full run has not been made yet.
 """
-from configs.common import base_config, parse_arg
+from configs.common import base_config, mixer_table, parse_arg
 
 # size -> (layers, dim, softmax heads as in the paper's Transformer rows)
 SIZES = {'24x256': (24, 256, 2), '12x512': (12, 512, 4)}
@@ -35,16 +35,19 @@ def get_config(arg=None):
     raise ValueError(f'size must be one of {sorted(SIZES)}, got {a.size!r}')
   layers, dim, heads = SIZES[a.size]
   c = base_config()
-  c.task = 'lm'
+  c.task = 'image_lm'
   c.data = dict(name='cifar10', format='archive', path='~/data/cifar-10-python.tar.gz',
                 tfds_data_dir='', image_shape=(32, 32, 3), max_offset=10,
                 num_train=0, num_valid=0)
-  c.model = dict(mixer=a.mixer, mixer_options=MIXER_OPTIONS.get(a.mixer, {}), vocab_size=256,
-                 dim=dim, num_layers=layers, num_heads=heads, mlp_dim=4 * dim, max_len=3072,
-                 dropout_rate=0.1, position='learned', compute_dtype='float32')
+  c.model = dict(mixer=a.mixer, vocab_size=256, dim=dim, num_layers=layers, num_heads=heads,
+                 mlp_dim=4 * dim, max_len=3072, dropout_rate=0.1, position='learned',
+                 compute_dtype='float32')
+  c.model.mixer_options = mixer_table(MIXER_OPTIONS)
   c.batch_size, c.num_epochs = 128, 200
   c.optim.lr, c.optim.weight_decay = 3e-3, 0.1
-  c.eval_every, c.checkpoint_every, c.eval_batches = 2000, 1000, 10
+  c.checkpoint_every = 1000
+  # bits/dim on 10 test batches every 2000 steps, all 10,000 test images at the end.
+  c.evals.valid = dict(type='bits', every=2000, split='valid', max_batches=10)
   if a.quick:
     c.data.update(name='builtin_images', image_shape=(16, 16, 3), num_train=100_000,
                   num_valid=256)
@@ -52,7 +55,8 @@ def get_config(arg=None):
                    dropout_rate=0.0)
     c.batch_size, c.num_steps = 8, 200
     c.optim.update(schedule='cosine', warmup_steps=20)
-    c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 10, 100, 100, None
+    c.log_every, c.checkpoint_every = 10, 100
+    c.evals.valid.update(every=100, max_batches=None)
+    c.evals.samples = dict(type='samples', every=0, num=4)
     c.eval_at_start = True
-    c.sample.num_images = 4
   return c

@@ -1,7 +1,10 @@
-"""Pieces every task config shares: strict `:arg` parsing and the run/optimizer/mesh defaults."""
+"""Pieces every task config shares: strict `:arg` parsing, the run/optimizer/mesh defaults and
+the per-mixer option table."""
 from __future__ import annotations
 
 import ml_collections
+
+import mixers
 
 
 def parse_arg(arg: str | None, defaults: dict) -> ml_collections.ConfigDict:
@@ -33,11 +36,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 1
   c.num_steps = ml_collections.config_dict.placeholder(int)  # overrides num_epochs when set
   c.log_every = 50
-  c.eval_every = 1000
-  c.eval_batches = ml_collections.config_dict.placeholder(int)  # None: the whole split
+  # Evaluators: config.evals.<name> = dict(type=..., every=<steps; 0: at the end only>, ...).
+  c.evals = ml_collections.ConfigDict()
   c.eval_at_start = False
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  # The checkpoint kept as best: '<evaluator>/<value>', lower ('min') or higher ('max') better.
+  c.best_metric, c.best_mode = 'valid/loss', 'min'
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, schedule='rsqrt', warmup_steps=4000, b1=0.9, b2=0.98, eps=1e-9,
       weight_decay=0.1, grad_clip=1.0))
@@ -46,10 +51,40 @@ def base_config() -> ml_collections.ConfigDict:
   # Logical axis name -> mesh axes (None: replicated).
   c.axis_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('heads', 'tensor'),
                   ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None))
-  # Text: prompt_len validation bytes then num_tokens sampled; images: num_images at the end.
-  c.sample = ml_collections.ConfigDict(dict(prompt_len=32, num_tokens=200, temperature=0.8,
-                                            num_images=0))
   return c
+
+
+class MixerOptions(ml_collections.ConfigDict):
+  """One mixer's options in the config; an unknown one is an error that lists them."""
+
+  def _generate_did_you_mean_message(self, request, message=''):
+    return f'unknown mixer option {request!r}; its options are: {", ".join(sorted(self))}'
+
+
+class MixerTable(ml_collections.ConfigDict):
+  """model.mixer_options: one MixerOptions per registered mixer."""
+
+  def _generate_did_you_mean_message(self, request, message=''):
+    return (f'{request!r} is not a registered mixer (options are set per mixer, e.g. '
+            f'--config.model.mixer_options.performer.num_features=128); mixers: '
+            f'{", ".join(sorted(self))}')
+
+
+def mixer_table(presets: dict) -> MixerTable:
+  """Every registered mixer's options at their defaults, with the task's paper settings
+  (`presets`: {mixer: {option: value}}) filled in. The model takes the row of
+  model.mixer, so --config.model.mixer=X gets the same settings as ':mixer=X', and every
+  option is settable as --config.model.mixer_options.<mixer>.<option>=..."""
+  table = MixerTable()
+  for name in mixers.names():
+    row = {k: ml_collections.config_dict.placeholder(object) if v is None else v
+           for k, v in mixers.option_defaults(name).items()}
+    unknown = sorted(set(presets.get(name, {})) - set(row))
+    if unknown:
+      raise ValueError(f'paper settings for {name!r} name unknown options {unknown}')
+    row.update(presets.get(name, {}))
+    table[name] = MixerOptions(row)
+  return table
 
 
 def override(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:

@@ -12,7 +12,6 @@ import numpy as np
 
 ENWIK8_BYTES = 100_000_000
 URL = 'http://mattmahoney.net/dc/enwik8.zip'
-SPLITS = ('train', 'valid', 'test')
 
 
 def _help(path: str) -> str:

@@ -15,18 +15,6 @@ import grain
 import jax
 import numpy as np
 
-from data.builtin_text import read_builtin_text
-from data.enwik8 import read_enwik8
-
-
-def load_bytes(cfg, split: str) -> np.ndarray:
-  """cfg: config.data (name 'enwik8' with path/expected_bytes, or 'builtin')."""
-  if cfg.name == 'enwik8':
-    return read_enwik8(cfg.path, cfg.expected_bytes)[split]
-  if cfg.name == 'builtin':
-    return read_builtin_text()[split]
-  raise ValueError(f"unknown data.name {cfg.name!r}; expected 'enwik8' or 'builtin'")
-
 
 class Windows:
   """Random-access source: window i = data[i*stride : i*stride + seq_len + 1]."""

@@ -12,23 +12,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from data.builtin_images import Crops
-from data.cifar10 import TfdsImages, read_cifar10_archive
 from data.lm import _local_rows
-
-
-def load_images(cfg, split: str):
-  """A random-access source of uint8 [H, W, 3] images for cfg = config.data."""
-  if cfg.name == 'cifar10':
-    split = 'test' if split in ('valid', 'test') else 'train'  # CIFAR-10 has no valid split
-    if cfg.format == 'archive':
-      return read_cifar10_archive(cfg.path, split)[0]
-    if cfg.format == 'tfds':
-      return TfdsImages('cifar10', split, cfg.tfds_data_dir)
-    raise ValueError(f"data.format must be 'archive' or 'tfds', got {cfg.format!r}")
-  if cfg.name == 'builtin_images':
-    return Crops(split, cfg.image_shape[0], cfg.num_train if split == 'train' else cfg.num_valid)
-  raise ValueError(f"unknown image data.name {cfg.name!r}; expected 'cifar10' or 'builtin_images'")
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, max_offset: int) -> np.ndarray:

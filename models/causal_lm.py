@@ -2,7 +2,8 @@
 
 Serves byte-level language modelling (Enwik8, the quickstart) and, with 256
 sub-pixel tokens, autoregressive images. Decoding runs through the mixers'
-`step`, so every mixer with a cached or recurrent form can sample.
+`step` where every mixer has one; otherwise `generate` reruns the parallel
+forward pass, so every causal mixer can sample.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mixers.base import check_length
-from mixers.layers import layer_norm, linear
+from mixers.layers import layer_norm, linear, sharding_scope
 from models.blocks import Block, dropout
 
 
@@ -26,6 +27,12 @@ class CausalLM(nnx.Module):
     predicts token t and the first token is modelled too (pixels)."""
     if position not in ('learned', 'none'):
       raise ValueError(f"position must be 'learned' or 'none', got {position!r}")
+    with sharding_scope():  # buildable outside a mesh too (then unsharded)
+      self._build(vocab_size, dim, num_layers, num_heads, mlp_dim, max_len, mixer,
+                  mixer_options, dropout_rate, position, start_token, rngs)
+
+  def _build(self, vocab_size, dim, num_layers, num_heads, mlp_dim, max_len, mixer,
+             mixer_options, dropout_rate, position, start_token, rngs):
     self.max_len, self.dropout_rate = max_len, dropout_rate
     init = nnx.initializers.normal(0.02)
     self.embed = nnx.Embed(vocab_size, dim, rngs=rngs,
@@ -92,7 +99,10 @@ def generate(model: CausalLM, prompt: jax.Array, num_tokens: int, key: jax.Array
   """
   batch, plen = prompt.shape
   total = plen + num_tokens
-  cache = model.init_cache(batch, total - 1)  # the last sampled token is never fed back
+  try:
+    cache = model.init_cache(batch, total - 1)  # the last sampled token is never fed back
+  except NotImplementedError:  # a mixer without a decode step
+    return _generate_parallel(model, prompt, num_tokens, key, temperature)
 
   def body(carry, t):
     token, cache = carry
@@ -104,3 +114,24 @@ def generate(model: CausalLM, prompt: jax.Array, num_tokens: int, key: jax.Array
 
   _, out = jax.lax.scan(body, (prompt[:, :1], cache), jnp.arange(total - 1))
   return out.T[:, plen - 1:]
+
+
+def _generate_parallel(model: CausalLM, prompt, num_tokens, key, temperature):
+  """`generate` for mixers without a decode step: the parallel forward pass over a buffer of
+  the final length at each position (one compiled shape). Causality makes the slots not
+  yet sampled irrelevant to the logits read."""
+  start_token = model.start is not None
+  plen = 0 if start_token else prompt.shape[1]
+  buf = jnp.zeros((prompt.shape[0], plen + num_tokens), prompt.dtype)
+  if not start_token:
+    buf = buf.at[:, :plen].set(prompt)
+
+  def body(p, buf):
+    # With a start token output p predicts token p; otherwise output p - 1 does. The key is
+    # folded as in the decoding scan, so both paths draw the same samples.
+    i = p if start_token else p - 1
+    logits = jax.lax.dynamic_index_in_dim(model(buf if start_token else buf[:, :-1]), i, 1, False)
+    sampled = jax.random.categorical(jax.random.fold_in(key, i), logits / temperature)
+    return jax.lax.dynamic_update_index_in_dim(buf, sampled.astype(buf.dtype), p, 1)
+
+  return jax.lax.fori_loop(plen, plen + num_tokens, body, buf)[:, plen:]

@@ -6,6 +6,9 @@ import os
 import zipfile
 
 
+from absl import flags
+from ml_collections import config_flags
+
 from configs import enwik8 as enwik8_config
 from configs.common import override
 
@@ -32,11 +35,23 @@ def tiny_config(zip_path: str, **overrides):
   c.model.update(dim=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=32, dropout_rate=0.1)
   c.batch_size, c.num_steps = 8, 12
   c.optim.update(lr=3e-3, schedule='cosine', warmup_steps=2)
-  c.log_every, c.eval_every, c.checkpoint_every, c.eval_batches = 1, 6, 3, 2
-  c.sample.num_tokens = 8
+  c.log_every, c.checkpoint_every = 1, 3
+  c.evals.valid.update(every=6, max_batches=2)
+  c.evals.sample.num_tokens = 8
   return override(c, overrides)
 
 
 def read_metrics(workdir, split='train'):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def parse(*argv):
+  """The config as train.py's flags read it from this command line."""
+  # config_flags finds the --config.* overrides in the argv it is given at definition.
+  argv = ['prog', *argv]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config

@@ -6,8 +6,7 @@ import jax
 
 import train
 from tests.helpers import read_metrics, tiny_config
-from trainlib import mesh as mesh_lib
-from trainlib import state as state_lib
+from trainlib.run import Run
 
 
 def main(zip_path, workdir):
@@ -18,7 +17,7 @@ def main(zip_path, workdir):
                      ('dp_tp', dict(data=4, fsdp=1, tensor=2))]:
     config = tiny_config(zip_path, mesh=mesh)
     train.train_and_evaluate(config, f'{workdir}/{name}')
-    _, state, _, _ = state_lib.create(config, mesh_lib.make_mesh(config.mesh), 1)
+    state = Run(config, steps=1).state
     kernel = state['params']['blocks'][0]['mlp']['up']['kernel'][...]  # [32, 64]
     out[name] = {'loss': [r['loss'] for r in read_metrics(f'{workdir}/{name}')],
                  'kernel_shard': list(kernel.sharding.shard_shape(kernel.shape))}

@@ -1,19 +1,8 @@
 """Configs: command-line overrides of any field; the ':arg' string is parsed strictly."""
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from configs import enwik8
-
-
-def parse(*argv):
-  # config_flags finds the --config.* overrides in the argv it is given at definition.
-  argv = ['prog', *argv]
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
-  fv(argv)
-  return fv.config
+from tests.helpers import parse
 
 
 def test_command_line_overrides_any_field():
