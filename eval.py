@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import jax
@@ -18,7 +19,9 @@ from ml_collections import config_flags
 
 import evaluators
 from evaluators import samples
-from trainlib.checkpoints import Checkpoints
+from trainlib import workdir as workdir_lib
+from trainlib.cli import parse_flags
+from trainlib.checkpoints import CheckpointMismatch, Checkpoints
 from trainlib.metrics import write_image_grid
 from trainlib.run import Run
 
@@ -33,8 +36,12 @@ def restore(config, workdir: str):
                             f'--workdir={workdir}')
   run = Run(config, steps=1)  # the optimizer's shape does not depend on the schedule length
   ckpt = Checkpoints(directory, read_only=True)
-  restored = ckpt.restore(run.state)
-  ckpt.close()
+  try:
+    restored = ckpt.restore(run.state)
+  except CheckpointMismatch as e:
+    raise workdir_lib.mismatch(e, workdir, config) from None
+  finally:
+    ckpt.close()
   if restored is None:
     raise FileNotFoundError(f'no readable checkpoint in {directory}; train first with '
                             f'train.py --workdir={workdir}')
@@ -56,9 +63,16 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'valid') -> dict:
     for key, value in ev.run(state, final=True):
       row[key if len(evals) == 1 else f'{name}/{key}'] = value
   row['seconds'] = round(time.perf_counter() - t, 2)
+  print(f'{split} at step {step}: ' + '  '.join(
+      f'{row["unit"] if k == "bits" else k} {v:.4f}' for k, v in row.items()
+      if isinstance(v, float) and k != 'seconds'), flush=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.jsonl'), 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    path = os.path.join(workdir, 'results.jsonl')
+    try:
+      with open(path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+    except OSError as e:  # the number is printed above; only the row is lost
+      print(f'WARNING: could not append the row to {path} ({e})', flush=True)
   return row
 
 
@@ -74,17 +88,24 @@ def draw_samples(config, workdir: str, num: int, seed: int) -> str:
   return f'{num} samples at step {step}: ' + write_image_grid(value, workdir, 'samples', step)
 
 
+def cli(config, workdir: str, split: str, sample: int = 0, seed: int = 0) -> int:
+  """The command line's work and exit status: 2 with one ERROR line for a config or input
+  error (a mismatched config, no checkpoint); a traceback only for a project bug."""
+  try:
+    if sample:
+      print(draw_samples(config, workdir, sample, seed))
+    else:
+      print(json.dumps(evaluate_checkpoint(config, workdir, split)))
+  except (ValueError, FileNotFoundError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    return 2
+  return 0
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  if FLAGS.sample:
-    print(draw_samples(FLAGS.config, FLAGS.workdir, FLAGS.sample, FLAGS.seed))
-    return
-  row = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.split)
-  print(f'{row["split"]} at step {row["step"]}: ' + '  '.join(
-      f'{row["unit"] if k == "bits" else k} {v:.4f}' for k, v in row.items()
-      if isinstance(v, float) and k != 'seconds'))
-  print(json.dumps(row))
+  sys.exit(cli(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.sample, FLAGS.seed))
 
 
 if __name__ == '__main__':
@@ -95,4 +116,4 @@ if __name__ == '__main__':
                        'PNG grid in workdir).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

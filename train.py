@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import jax
@@ -20,7 +21,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import evaluators
-from trainlib.checkpoints import Checkpoints
+from trainlib import workdir as workdir_lib
+from trainlib.cli import parse_flags
+from trainlib.checkpoints import CheckpointMismatch, Checkpoints, SaveFailed
 from trainlib.metrics import MetricWriter
 from trainlib.run import Run
 
@@ -33,7 +36,48 @@ class NonFiniteError(FloatingPointError):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming if workdir has checkpoints) and runs the evaluators; returns
-  {'step': N, <eval name>: {value name: value}} of the final evaluation."""
+  {'step': N, <eval name>: {value name: value}} of the final evaluation. One process at a
+  time holds the workdir (a lock file, process 0's)."""
+  lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else None
+  if lock:
+    lock.acquire()
+  try:
+    return _train(config, workdir)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _restore(config, workdir, ckpt, state, recorded):
+  """(start step, state, data state or None): the workdir's newest readable checkpoint, else
+  config.init_from's parameters, else the fresh state. Refuses a checkpoint of another model."""
+  try:
+    restored = ckpt.restore(state)
+  except CheckpointMismatch as e:
+    raise workdir_lib.mismatch(e, workdir, config, recorded) from None
+  if restored:
+    step, state, data_state = restored
+    changed = workdir_lib.config_changes(recorded, config) if recorded else []
+    print(f'Resumed from {ckpt.directory}/{step} (step {step})'
+          + (f' with config changes: {workdir_lib.describe(changed)}' if changed else '') + '.',
+          flush=True)
+    return step, state, data_state
+  if config.init_from:
+    source = Checkpoints(os.path.join(config.init_from, 'checkpoints'), read_only=True)
+    try:
+      found = source.restore(state)
+    finally:
+      source.close()
+    if found is None:
+      raise FileNotFoundError(f'config.init_from={config.init_from!r} has no readable checkpoint')
+    print(f'Parameters and buffers from {source.directory}/{found[0]}; optimizer and step fresh.',
+          flush=True)
+    state = {**state, 'params': found[1]['params'], 'buffers': found[1]['buffers']}
+  return 0, state, None
+
+
+def _train(config, workdir: str) -> dict:
+  recorded = workdir_lib.recorded_config(workdir)
   run = Run(config)
   task, total_steps, state = run.task, run.total_steps, run.state
   del run.state  # donated by the first step
@@ -41,21 +85,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      best_metric=config.best_metric, best_mode=config.best_mode)
   writer = None
   try:
+    evals = evaluators.build_all(config, task, run)
     train_iter = task.train_iterator()
-    restored = ckpt.restore(state)
-    if restored:
-      start, state, data_state = restored
+    start, state, data_state = _restore(config, workdir, ckpt, state, recorded)
+    if data_state:
       train_iter.set_state(data_state['iterator'])
-      print(f'Resumed from {ckpt.directory}/{start} (step {start}).', flush=True)
-    else:
-      start = 0
-    writer = MetricWriter(workdir, total_steps, unit=task.unit)
+    # Rows of the steps this run redoes (all, when it starts afresh) go.
+    workdir_lib.trim_metrics(workdir, start if data_state else -1)
+    writer = MetricWriter(workdir, total_steps, unit=task.unit,
+                          purge_step=start + 1 if data_state else 0)
     writer.write_config(config)
     n_params = sum(x.size for x in jax.tree.leaves(state['params']))
     print(f'{n_params / 1e6:.2f}M parameters, task {config.task}, mixer {config.model.mixer}, '
           f'{total_steps} steps, mesh {dict(run.mesh.shape)}, {jax.device_count()} '
           f'{jax.devices()[0].platform} device(s)', flush=True)
-    evals = evaluators.build_all(config, task, run)
     results = {}
 
     def evaluate(step, final):
@@ -94,6 +137,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         sums, n_logged = {}, 0
 
     for step in range(start + 1, total_steps + 1):
+      ckpt.check()  # a failed background save stops the run now, not at the next save
       batch = run.to_global(next(train_iter))
       state, metrics = run.train_step(state, batch)
       if pending:
@@ -117,15 +161,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return {'step': total_steps, **results}
 
 
+def cli(config, workdir: str) -> int:
+  """train_and_evaluate with the command line's exit status: 2 for a config or input error, 1
+  for a run that had to stop, each with one ERROR line; a traceback only for a project bug."""
+  try:
+    train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    return 2
+  except NonFiniteError as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    return 1
+  except SaveFailed as e:
+    print(f'ERROR: {e}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # orbax's thread for the failed save would hold the exit for minutes
+  return 0
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if FLAGS.distributed:
     jax.distributed.initialize()
-  try:
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except NonFiniteError as e:
-    raise SystemExit(f'ERROR: {e}')
+  sys.exit(cli(FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == '__main__':
@@ -135,4 +194,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, metrics).')
   flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs).')
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

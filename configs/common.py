@@ -43,6 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   # The checkpoint kept as best: '<evaluator>/<value>', lower ('min') or higher ('max') better.
   c.best_metric, c.best_mode = 'valid/loss', 'min'
+  # Another run's workdir: a new run starts from its newest parameters (fresh optimizer, step 0).
+  c.init_from = ''
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, schedule='rsqrt', warmup_steps=4000, b1=0.9, b2=0.98, eps=1e-9,
       weight_decay=0.1, grad_clip=1.0))

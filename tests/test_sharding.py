@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-import train
-from tests.helpers import read_metrics, tiny_config, tiny_text, write_enwik8_zip
+from tests.helpers import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,11 +26,9 @@ def result_of(stdout, stderr):
 
 
 @pytest.fixture(scope='module')
-def one_device(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp('sharding')
-  zip_path = write_enwik8_zip(tmp / 'enwik8.zip', tiny_text())
-  result = train.train_and_evaluate(tiny_config(zip_path), str(tmp / 'one'))
-  return zip_path, [r['loss'] for r in read_metrics(tmp / 'one')], result['valid']['bits']
+def one_device(zip_path, reference):
+  workdir, result = reference
+  return zip_path, [r['loss'] for r in read_metrics(workdir)], result['valid']['bits']
 
 
 def test_eight_devices_match_one_device(one_device, tmp_path):

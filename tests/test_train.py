@@ -11,21 +11,9 @@ import eval as eval_lib
 import mixers
 import train
 from tasks import text_lm
-from tests.helpers import read_metrics, tiny_config, tiny_text, write_enwik8_zip
+from tests.helpers import read_metrics, tiny_config, tiny_text
 from trainlib.checkpoints import Checkpoints
 from trainlib.run import Run
-
-
-@pytest.fixture(scope='module')
-def zip_path(tmp_path_factory):
-  return write_enwik8_zip(tmp_path_factory.mktemp('data') / 'enwik8.zip', tiny_text())
-
-
-@pytest.fixture(scope='module')
-def reference(zip_path, tmp_path_factory):
-  """An uninterrupted 12-step run."""
-  workdir = str(tmp_path_factory.mktemp('reference'))
-  return workdir, train.train_and_evaluate(tiny_config(zip_path), workdir)
 
 
 def final_params(config, workdir):
@@ -97,6 +85,9 @@ def test_killed_and_resumed_run_ends_where_uninterrupted_run_ends(reference, zip
   by_step = {r['step']: r['loss'] for r in read_metrics(tmp_path)}
   for r in read_metrics(ref_dir):
     assert by_step[r['step']] == r['loss']
+  # The rows of the steps redone after the resume are not repeated.
+  assert [r['step'] for r in read_metrics(tmp_path)] == list(range(1, 13))
+  assert [r['step'] for r in read_metrics(tmp_path, 'valid')] == [6, 12]
 
 
 def test_corrupt_newest_checkpoint_is_skipped(reference, zip_path, tmp_path, capsys):

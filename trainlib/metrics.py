@@ -16,7 +16,9 @@ import numpy as np
 
 class MetricWriter:
 
-  def __init__(self, workdir: str, total_steps: int, unit: str = 'bits'):
+  def __init__(self, workdir: str, total_steps: int, unit: str = 'bits', purge_step: int = 0):
+    """purge_step: a resumed run's first step; TensorBoard hides what earlier runs logged from
+    that step on (metrics.jsonl is trimmed by trainlib.workdir)."""
     self.active = jax.process_index() == 0
     self.workdir, self.total, self.unit = workdir, total_steps, unit
     self._tb = None
@@ -26,7 +28,7 @@ class MetricWriter:
     if self.active:
       os.makedirs(workdir, exist_ok=True)
       from tensorboardX import SummaryWriter  # imported here: only process 0 writes
-      self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
+      self._tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=purge_step or None)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
 
   def write_config(self, config) -> None:
