@@ -22,7 +22,7 @@ from evaluators import samples
 from trainlib import workdir as workdir_lib
 from trainlib.cli import parse_flags
 from trainlib.checkpoints import CheckpointMismatch, Checkpoints
-from trainlib.metrics import write_image_grid
+from trainlib.metrics import run_facts, write_image_grid
 from trainlib.run import Run
 
 FLAGS = flags.FLAGS
@@ -63,6 +63,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'valid') -> dict:
     for key, value in ev.run(state, final=True):
       row[key if len(evals) == 1 else f'{name}/{key}'] = value
   row['seconds'] = round(time.perf_counter() - t, 2)
+  row.update({k: v for k, v in run_facts().items() if k in ('command', 'device', 'device_count')})
   print(f'{split} at step {step}: ' + '  '.join(
       f'{row["unit"] if k == "bits" else k} {v:.4f}' for k, v in row.items()
       if isinstance(v, float) and k != 'seconds'), flush=True)

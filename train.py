@@ -94,8 +94,8 @@ def _train(config, workdir: str) -> dict:
     workdir_lib.trim_metrics(workdir, start if data_state else -1)
     writer = MetricWriter(workdir, total_steps, unit=task.unit,
                           purge_step=start + 1 if data_state else 0)
-    writer.write_config(config)
     n_params = sum(x.size for x in jax.tree.leaves(state['params']))
+    writer.write_config(config, parameters=int(n_params))
     print(f'{n_params / 1e6:.2f}M parameters, task {config.task}, mixer {config.model.mixer}, '
           f'{total_steps} steps, mesh {dict(run.mesh.shape)}, {jax.device_count()} '
           f'{jax.devices()[0].platform} device(s)', flush=True)

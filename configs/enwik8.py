@@ -29,8 +29,11 @@ def get_config(arg=None):
   layers, dim, heads, mlp = SIZES[a.size]
   c = base_config()
   c.task = 'text_lm'
+  # data.name='text' trains on your own bytes: data.path (a file, folder or zip) split by
+  # data.fractions, or one file/folder/zip per split in data.{train,valid,test}_path.
   c.data = dict(name='enwik8', path='~/data/enwik8.zip', expected_bytes=100_000_000,
-                seq_len=1024)
+                seq_len=1024, fractions=(0.9, 0.05, 0.05), train_path='', valid_path='',
+                test_path='')
   c.model = dict(mixer=a.mixer, vocab_size=256, dim=dim, num_layers=layers,
                  num_heads=heads, mlp_dim=mlp, max_len=1024, dropout_rate=0.1,
                  position='learned', compute_dtype='float32')

@@ -1,8 +1,10 @@
 """Byte-level language modelling (Enwik8, the built-in text), reported in bits/char.
 
 config.data.name picks the source: 'enwik8' (the standard zip at data.path; first
-90M bytes train, next 5M valid, last 5M test) or 'builtin' (this Python's standard
-library sources, no download). Examples are windows of data.seq_len + 1 bytes.
+90M bytes train, next 5M valid, last 5M test), 'builtin' (this Python's standard
+library sources, no download) or 'text' (the user's file, folder or zip at data.path,
+split by data.fractions, or data.train_path/valid_path/test_path). Examples are
+windows of data.seq_len + 1 bytes.
 """
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ import numpy as np
 from data import lm as pipeline
 from data.builtin_text import read_builtin_text
 from data.enwik8 import read_enwik8
+from data.text_files import read_text
 from tasks._lm import CausalLMTask
 
 SOURCES = {
     'enwik8': lambda cfg: read_enwik8(cfg.path, cfg.expected_bytes),
     'builtin': lambda cfg: read_builtin_text(),
+    'text': lambda cfg: read_text(
+        cfg.path, cfg.fractions, {s: cfg.get(f'{s}_path') for s in ('train', 'valid', 'test')},
+        min_bytes=cfg.seq_len + 1),
 }
 
 

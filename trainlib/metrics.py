@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -31,10 +32,14 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=purge_step or None)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
 
-  def write_config(self, config) -> None:
+  def write_config(self, config, **facts) -> None:
+    """config.json (the resolved config) and run.json (command, device, versions, facts)."""
     if self.active:
       with open(os.path.join(self.workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2))
+      with open(os.path.join(self.workdir, 'run.json'), 'w') as f:
+        json.dump({**run_facts(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'), **facts}, f,
+                  indent=2)
 
   def pause(self, seconds: float) -> None:
     self._paused += seconds
@@ -44,6 +49,9 @@ class MetricWriter:
     if not self.active:
       return
     scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number))}
+    rate = self._rate(step) if prefix == 'train' else None
+    if rate:
+      scalars['steps_per_s'] = rate
     for k, v in scalars.items():
       self._tb.add_scalar(f'{prefix}/{k}', v, step)
     if scalars:
@@ -61,21 +69,23 @@ class MetricWriter:
               + write_image_grid(v, self.workdir, prefix, step, self._tb), flush=True)
     self._tb.flush()
     if prefix == 'train':
-      self._progress(step, scalars)
+      self._progress(step, scalars, rate)
     elif scalars:
       print(f'[{prefix}] step {step}: ' + '  '.join(
           f'{self.unit if k == "bits" else k} {_num(v)}' for k, v in scalars.items()), flush=True)
 
-  def _progress(self, step: int, s: dict) -> None:
+  def _rate(self, step: int) -> float | None:
+    """Steps per second since the first logged step, compilation, evaluation and saving left out."""
     now = time.perf_counter()
     if self._t0 is None:
       self._t0, self._s0, self._paused = now, step, 0.0
-      rate = eta = None
-    else:
-      rate = (step - self._s0) / max(now - self._t0 - self._paused, 1e-9)
-      eta = (self.total - step) / rate if rate > 0 else None
+      return None
+    return (step - self._s0) / max(now - self._t0 - self._paused, 1e-9)
+
+  def _progress(self, step: int, s: dict, rate: float | None) -> None:
+    eta = (self.total - step) / rate if rate else None
     shown = '  '.join(f'{k} {v:.4f}' for k, v in sorted(s.items(), key=lambda kv: kv[0] != 'loss')
-                      if k not in ('lr', 'grad_norm'))
+                      if k not in ('lr', 'grad_norm', 'steps_per_s'))
     line = (f'step {step}/{self.total}  {shown}  lr {s["lr"]:.2e}  '
             + (f'{rate:.2f} steps/s  ETA {_hms(eta)}' if rate else 'measuring speed...'))
     print(line, flush=True, file=sys.stdout)
@@ -84,6 +94,14 @@ class MetricWriter:
     if self.active:
       self._tb.close()
       self._jsonl.close()
+
+
+def run_facts() -> dict:
+  """How and where this process runs, for the records of its results."""
+  device = jax.devices()[0]
+  return {'command': shlex.join(['python', *sys.argv]), 'device': device.device_kind,
+          'platform': device.platform, 'device_count': jax.device_count(),
+          'process_count': jax.process_count(), 'jax': jax.__version__}
 
 
 def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
