@@ -82,9 +82,24 @@ def run_case(name: str, overrides: dict) -> dict:
             'wall_s': round(time.perf_counter() - t, 1),
             'peak_rss_mb': round(usage.ru_maxrss / 1024, 1)}  # Linux: kilobytes
   if record['returncode'] == 0:
+    result_row(workdir, record['command'])
     with open(record_path, 'w') as f:
       json.dump(record, f, indent=2)
   return record
+
+
+def result_row(workdir: str, command: str) -> None:
+  """Appends the run's final evaluation (the whole validation split) to its results.jsonl, as
+  eval.py would, so results.tables places the case beside the paper's rows."""
+  config = json.load(open(os.path.join(workdir, 'config.json')))
+  run = json.load(open(os.path.join(workdir, 'run.json')))
+  final = max(_rows(workdir, 'valid'), key=lambda r: r['step'])
+  row = {'step': final['step'], 'split': 'valid', 'task': config['task'], 'unit': 'bits/char',
+         'mixer': config['model']['mixer'], 'data': config['data']['name'],
+         'loss': final['loss'], 'bits': final['bits'], 'tokens': final['tokens'],
+         'device': run['device'], 'command': command + '  (its final evaluation)'}
+  with open(os.path.join(workdir, 'results.jsonl'), 'a') as f:
+    f.write(json.dumps(row) + '\n')
 
 
 def _rows(workdir: str, split: str) -> list[dict]:

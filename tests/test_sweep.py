@@ -31,6 +31,9 @@ def test_two_mixers_give_the_table_and_the_plot_and_a_rerun_skips_them(tmp_path)
   assert '1.137' in rows['softmax'] and '1.209' in rows['aft_simple']  # the paper's bits/char
   assert '4 steps, 1,024 training tokens' in table
   assert (out / 'curves.png').stat().st_size > 1000
+  # Each case's final evaluation is a results row, so the paper tables take it.
+  from results import tables
+  assert 'short run' in tables.build([str(out / 'softmax'), str(out / 'aft_simple')])
   again = sweep(out, tmp_path / 'text.txt', '--mixers=softmax,aft_simple')
   assert 'softmax: done before, skipped' in again and 'aft_simple: done before' in again
 
