@@ -97,7 +97,7 @@ def result_row(workdir: str, command: str) -> None:
   row = {'step': final['step'], 'split': 'valid', 'task': config['task'], 'unit': 'bits/char',
          'mixer': config['model']['mixer'], 'data': config['data']['name'],
          'loss': final['loss'], 'bits': final['bits'], 'tokens': final['tokens'],
-         'device': run['device'], 'command': command + '  (its final evaluation)'}
+         'device': run['device'], 'command': command}
   with open(os.path.join(workdir, 'results.jsonl'), 'a') as f:
     f.write(json.dumps(row) + '\n')
 

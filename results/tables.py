@@ -127,7 +127,9 @@ def load(workdir: str) -> Run | str:
              tokens_per_example=per_example, split=row['split'], bits=_bits(row),
              step=row['step'], tokens=row['step'] * config['batch_size'] * per_example,
              device=_device(row, facts),
-             commands=tuple(c for c in (facts.get('command'), row.get('command')) if c))
+             # dict.fromkeys: a result of the training run itself names its command once
+             commands=tuple(dict.fromkeys(c for c in (facts.get('command'), row.get('command'))
+                                          if c)))
 
 
 def _count(n: int) -> str:
