@@ -22,7 +22,7 @@ from evaluators import samples
 from trainlib import workdir as workdir_lib
 from trainlib.cli import parse_flags
 from trainlib.checkpoints import CheckpointMismatch, Checkpoints
-from trainlib.metrics import run_facts, write_image_grid
+from trainlib.metrics import fmt, run_facts, write_image_grid
 from trainlib.run import Run
 
 FLAGS = flags.FLAGS
@@ -65,7 +65,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'valid') -> dict:
   row['seconds'] = round(time.perf_counter() - t, 2)
   row.update({k: v for k, v in run_facts().items() if k in ('command', 'device', 'device_count')})
   print(f'{split} at step {step}: ' + '  '.join(
-      f'{row["unit"] if k == "bits" else k} {v:.4f}' for k, v in row.items()
+      f'{row["unit"] if k == "bits" else k} {fmt(v)}' for k, v in row.items()
       if isinstance(v, float) and k != 'seconds'), flush=True)
   if jax.process_index() == 0:
     path = os.path.join(workdir, 'results.jsonl')

@@ -44,7 +44,8 @@ class _QuietOrbax(logging.Filter):
       if record.exc_info and _QuietOrbax.first_error is None:
         _QuietOrbax.first_error = _error_line(record.exc_info[1])
       return False
-    return 'did not provide metrics' not in msg and 'directory is read only' not in msg
+    return not any(m in msg for m in ('did not provide metrics', 'directory is read only',
+                                      'read_only=True, setting create=False'))
 
 
 logging.getLogger('absl').addFilter(_QuietOrbax())
@@ -138,10 +139,11 @@ class Checkpoints:
         self._set_aside(step, e)
         continue
       if saved is not None and _signature(saved) != _signature(abstract):
+        n_saved, n_target = len(jax.tree.leaves(saved)), len(jax.tree.leaves(abstract))
         raise CheckpointMismatch(
-            f'checkpoint {self.directory}/{step} holds another model than this config builds '
-            f'({len(jax.tree.leaves(saved))} arrays against {len(jax.tree.leaves(abstract))}, '
-            f'or different shapes)')
+            f'checkpoint {self.directory}/{step} holds another model than this config builds ('
+            + (f'{n_saved} arrays against {n_target}' if n_saved != n_target else
+               'arrays of other shapes') + ')')
       try:
         r = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))

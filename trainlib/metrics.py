@@ -72,7 +72,7 @@ class MetricWriter:
       self._progress(step, scalars, rate)
     elif scalars:
       print(f'[{prefix}] step {step}: ' + '  '.join(
-          f'{self.unit if k == "bits" else k} {_num(v)}' for k, v in scalars.items()), flush=True)
+          f'{self.unit if k == "bits" else k} {fmt(v)}' for k, v in scalars.items()), flush=True)
 
   def _rate(self, step: int) -> float | None:
     """Steps per second since the first logged step, compilation, evaluation and saving left out."""
@@ -127,7 +127,8 @@ def write_image_grid(images: np.ndarray, workdir: str, name: str, step: int, tb=
   return path
 
 
-def _num(v: float) -> str:
+def fmt(v: float) -> str:
+  """A value for the console: counts as integers, the rest with 4 decimals."""
   return f'{v:.0f}' if v.is_integer() and abs(v) >= 10 else f'{v:.4f}'  # counts as integers
 
 
