@@ -22,8 +22,7 @@ class Evaluator:
     """final: the whole split, whatever max_batches says (the number a run ends on)."""
     sums = [self._sums(state['params'], state['buffers'], self.run_ctx.to_global(b))
             for b in self.task.eval_batches(self.split, None if final else self.max_batches)]
-    total, count = np.sum(np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2), 0) if sums \
-        else (0.0, 0.0)
+    total, count = np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2).sum(0)
     loss = float(total) / max(float(count), 1.0)
     yield 'loss', loss
     yield 'bits', bits(loss)

@@ -1,8 +1,9 @@
 """Samples drawn through the model's decode step (or its parallel fallback): text or images.
 
 The task gives the prompt and renders the tokens (`sample_prompt`, `render`); options
-other than num, temperature and seed go to the task's sample_prompt. The value yielded is a str or a uint8 image batch, which the writers store as
-sample.txt / a PNG grid and TensorBoard.
+other than num, temperature and seed go to the task's sample_prompt. The value yielded
+is a str or a uint8 image batch, which the writer stores as <name>.txt or a PNG grid
+(and in TensorBoard).
 """
 from __future__ import annotations
 
