@@ -35,6 +35,7 @@ def restore(config, workdir: str):
     raise FileNotFoundError(f'no checkpoints in {directory}; train first with train.py '
                             f'--workdir={workdir}')
   run = Run(config, steps=1)  # the optimizer's shape does not depend on the schedule length
+  workdir_lib.check_same_model(workdir, config, workdir_lib.recorded_config(workdir))
   ckpt = Checkpoints(directory, read_only=True)
   try:
     restored = ckpt.restore(run.state)

@@ -51,6 +51,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _restore(config, workdir, ckpt, state, recorded):
   """(start step, state, data state or None): the workdir's newest readable checkpoint, else
   config.init_from's parameters, else the fresh state. Refuses a checkpoint of another model."""
+  if ckpt.latest_step() is not None:
+    workdir_lib.check_same_model(workdir, config, recorded)
   try:
     restored = ckpt.restore(state)
   except CheckpointMismatch as e:

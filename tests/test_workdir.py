@@ -52,13 +52,17 @@ def one_error_line(stderr: str) -> str:
 
 
 def test_changed_config_rerun_keeps_every_checkpoint_and_names_the_field(finished, zip_path,
-                                                                         tmp_path):
+                                                                         tmp_path, capsys):
   shutil.copytree(finished, tmp_path, dirs_exist_ok=True)
   before = tree_digest(tmp_path / 'checkpoints')
   proc = cli('train', zip_path, tmp_path, 'model.num_layers=3')
   assert proc.returncode == 2
   line = one_error_line(proc.stderr)
   assert 'model.num_layers: 2 -> 3' in line and '--workdir' in line and 'init_from' in line
+  assert tree_digest(tmp_path / 'checkpoints') == before
+  # Linear attention's arrays have softmax's shapes: the recorded config still tells them apart.
+  assert train.cli(tiny_config(zip_path, **{'model.mixer': 'linear'}), str(tmp_path)) == 2
+  assert "model.mixer: 'softmax' -> 'linear'" in one_error_line(capsys.readouterr().err)
   assert tree_digest(tmp_path / 'checkpoints') == before
   # A non-structural change (more steps) resumes, says what changed, and trains on.
   proc = cli('train', zip_path, tmp_path, 'num_steps=13')

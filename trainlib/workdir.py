@@ -103,6 +103,19 @@ def describe(changes) -> str:
   return '; '.join(f'{k}: {a!r} -> {b!r}' for k, a, b in ordered)
 
 
+def check_same_model(workdir: str, config, recorded: dict | None) -> None:
+  """Refuses a config whose task, mixer or mixer options differ from the recorded run's: the
+  arrays can have the same shapes (softmax and linear attention do) and still mean another
+  model, which a shape check cannot see."""
+  if recorded is None:
+    return
+  mine = f'model.mixer_options.{config.model.mixer}.'
+  if any(k in ('task', 'model.mixer') or k.startswith(mine)
+         for k, _, _ in config_changes(recorded, config)):
+    raise mismatch(f'the checkpoints in {workdir} were written by another model (task, mixer or '
+                   f'mixer options)', workdir, config, recorded)
+
+
 def mismatch(error, workdir: str, config, recorded: dict | None = None) -> WorkdirError:
   """The error for a checkpoint of another model: what differs and the ways out."""
   recorded = recorded if recorded is not None else recorded_config(workdir)
