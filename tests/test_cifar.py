@@ -1,6 +1,5 @@
 """CIFAR-10 autoregressive task: archive reader, TFDS path, augmentation, bits/dim, sampling."""
 import io
-import os
 import pickle
 import tarfile
 
