@@ -1,2 +1,3 @@
 """Backbones: they hold mixers from the registry and know nothing of training or data."""
 from models.causal_lm import CausalLM, generate
+from models.encoder import Encoder, pool

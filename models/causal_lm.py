@@ -13,7 +13,7 @@ from flax import nnx
 
 from mixers.base import check_length
 from mixers.layers import layer_norm, linear, sharding_scope
-from models.blocks import Block, dropout
+from models.blocks import Stack, dropout
 
 
 class CausalLM(nnx.Module):
@@ -41,11 +41,10 @@ class CausalLM(nnx.Module):
         rngs.params(), (max_len, dim))) if position == 'learned' else None)
     self.start = (nnx.Param(nnx.with_partitioning(init, ('embed',))(rngs.params(), (dim,)))
                   if start_token else None)
-    self.blocks = nnx.List([
-        Block(dim=dim, num_heads=num_heads, mlp_dim=mlp_dim, max_len=max_len, causal=True,
-              mixer=mixer, mixer_options=dict(mixer_options or {}),
-              dropout_rate=dropout_rate, rngs=rngs)
-        for _ in range(num_layers)])
+    self.blocks = Stack(num_layers, dim=dim, num_heads=num_heads, mlp_dim=mlp_dim,
+                        max_len=max_len, causal=True, mixer=mixer,
+                        mixer_options=dict(mixer_options or {}), dropout_rate=dropout_rate,
+                        rngs=rngs)
     self.norm = layer_norm(dim, rngs=rngs)
     self.head = linear(dim, vocab_size, ('embed', 'vocab'), rngs=rngs)
 
@@ -59,17 +58,14 @@ class CausalLM(nnx.Module):
       x = jnp.concatenate([start, x[:, :-1]], axis=1)
     if self.pos is not None:
       x = x + self.pos[:length]
-    keys = [None] * (len(self.blocks) + 1) if rng is None else list(
-        jax.random.split(rng, len(self.blocks) + 1))
-    x = dropout(x, self.dropout_rate, keys[0])
-    for block, key in zip(self.blocks, keys[1:]):
-      x = block(x, rng=key)
+    keys = (None, None) if rng is None else jax.random.split(rng)
+    x = self.blocks(dropout(x, self.dropout_rate, keys[0]), rng=keys[1])
     return self.head(self.norm(x)).astype(jnp.float32)
 
   def init_cache(self, batch: int, max_len: int):
     check_length(max_len, self.max_len, 'CausalLM')
     return {'index': jnp.zeros((), jnp.int32),
-            'layers': [b.mixer.init_cache(batch, max_len) for b in self.blocks]}
+            'layers': self.blocks.init_cache(batch, max_len)}
 
   def step(self, token_t: jax.Array, cache):
     """token_t [batch, 1] -> logits [batch, 1, vocab] for the next position.
@@ -80,10 +76,7 @@ class CausalLM(nnx.Module):
       x = jnp.where(cache['index'] == 0, self.start[...].astype(x.dtype), x)
     if self.pos is not None:
       x = x + jax.lax.dynamic_slice_in_dim(self.pos[...], cache['index'], 1)[None]
-    layers = []
-    for block, c in zip(self.blocks, cache['layers']):
-      x, c = block.step(x, c)
-      layers.append(c)
+    x, layers = self.blocks.step(x, cache['layers'])
     logits = self.head(self.norm(x)).astype(jnp.float32)
     return logits, {'index': cache['index'] + 1, 'layers': layers}
 
