@@ -18,7 +18,7 @@ def main(zip_path, workdir):
     config = tiny_config(zip_path, mesh=mesh)
     train.train_and_evaluate(config, f'{workdir}/{name}')
     state = Run(config, steps=1).state
-    kernel = state['params']['blocks'][0]['mlp']['up']['kernel'][...]  # [32, 64]
+    kernel = state['params']['blocks']['layers'][0]['mlp']['up']['kernel'][...]  # [32, 64]
     out[name] = {'loss': [r['loss'] for r in read_metrics(f'{workdir}/{name}')],
                  'kernel_shard': list(kernel.sharding.shard_shape(kernel.shape))}
   try:
