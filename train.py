@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 import evaluators
 from trainlib import preemption
+from trainlib.profiling import Profiler
 from trainlib import workdir as workdir_lib
 from trainlib.cli import parse_flags
 from trainlib.checkpoints import CheckpointMismatch, Checkpoints, SaveFailed
@@ -85,6 +86,7 @@ def _restore(config, workdir, ckpt, state, recorded):
 
 def _train(config, workdir: str, stop: preemption.StopRequest) -> dict:
   recorded = workdir_lib.recorded_config(workdir)
+  profiler = Profiler(config, workdir)  # checks config.profile_steps first
   run = Run(config)
   task, total_steps, state = run.task, run.total_steps, run.state
   del run.state  # donated by the first step
@@ -147,7 +149,9 @@ def _train(config, workdir: str, stop: preemption.StopRequest) -> dict:
     for step in range(start + 1, total_steps + 1):
       ckpt.check()  # a failed background save stops the run now, not at the next save
       batch = run.to_global(next(train_iter))
+      profiler.before(step)
       state, metrics = run.train_step(state, batch)
+      profiler.after(step, state)
       if pending:
         consume(*pending)
       pending = (step, metrics)
@@ -170,6 +174,7 @@ def _train(config, workdir: str, stop: preemption.StopRequest) -> dict:
     if start >= total_steps:  # nothing was left to train: report the restored state
       evaluate(total_steps, final=True)
   finally:
+    profiler.stop()
     if hasattr(train_iter, 'close'):
       train_iter.close()  # stops grain's worker processes, if any, while the handlers hold
     ckpt.close()

@@ -1,6 +1,7 @@
 """SIGTERM to a training process: it finishes its step, saves the checkpoint of that step with
 the data position, says where and exits 0; rerunning resumes and ends bitwise where an
-uninterrupted run ends."""
+uninterrupted run ends. The same run writes a profiler trace of its steps 1-2."""
+import glob
 import os
 import re
 import signal
@@ -8,9 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import train
 from tests.helpers import assert_same_end, read_metrics, tiny_config
 from trainlib.checkpoints import Checkpoints
+from trainlib.profiling import window
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +24,7 @@ def test_sigterm_saves_the_step_and_the_resumed_run_matches(reference, zip_path,
   t0 = time.perf_counter()
   proc = subprocess.Popen(
       [sys.executable, '-m', 'tests.cli_run', 'train', zip_path, str(tmp_path),
-       'seconds_per_batch=0.3', 'checkpoint_every=5'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
+       'seconds_per_batch=0.3', 'checkpoint_every=5', 'profile_steps=(1, 2)'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
                                                      JAX_PLATFORMS='cpu'),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   lines = []
@@ -40,6 +44,8 @@ def test_sigterm_saves_the_step_and_the_resumed_run_matches(reference, zip_path,
   assert 1 <= step < 12 and stopped.group(3) == str(step)
   assert Checkpoints(str(tmp_path / 'checkpoints')).latest_step() == step
   assert [r['step'] for r in read_metrics(tmp_path)] == list(range(1, step + 1))
+  assert f'Profile of steps 1-2 written to {tmp_path}/profile' in out
+  assert glob.glob(str(tmp_path / 'profile' / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
   print(f'timeline: process started 0 s, step 1 logged and SIGTERM sent {t_signal - t0:.1f} s, '
         f'stopped after step {step}, saved and exited 0 at {t_exit - t0:.1f} s')
 
@@ -50,3 +56,9 @@ def test_sigterm_saves_the_step_and_the_resumed_run_matches(reference, zip_path,
   assert [(r['step'], r['loss']) for r in read_metrics(tmp_path)] == [
       (r['step'], r['loss']) for r in read_metrics(ref_dir)]
 
+
+def test_profile_steps_must_be_a_window(zip_path):
+  assert window(tiny_config(zip_path)) is None
+  for bad in ((3, 1), (0, 2), (5,), (1.5, 2)):
+    with pytest.raises(ValueError, match='config.profile_steps must be two steps'):
+      window(tiny_config(zip_path, profile_steps=bad))
