@@ -7,7 +7,8 @@ The loop knows no task: the task (config.task) gives the model, the data and the
 loss, the evaluators (config.evals) give the numbers. Rerunning the same command
 resumes from the newest readable checkpoint in workdir, with the data iterator's
 position and the step, so the run ends with the parameters an uninterrupted run
-ends with.
+ends with. SIGTERM or Ctrl-C finishes the current step, saves such a checkpoint, says
+where and exits 0 (trainlib/preemption.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import evaluators
+from trainlib import preemption
+from trainlib.profiling import Profiler
 from trainlib import workdir as workdir_lib
 from trainlib.cli import parse_flags
 from trainlib.checkpoints import CheckpointMismatch, Checkpoints, SaveFailed
@@ -37,12 +40,15 @@ class NonFiniteError(FloatingPointError):
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (resuming if workdir has checkpoints) and runs the evaluators; returns
   {'step': N, <eval name>: {value name: value}} of the final evaluation. One process at a
-  time holds the workdir (a lock file, process 0's)."""
+  time holds the workdir (a lock file, process 0's). Stopped by a signal, it returns
+  {'step': <the step saved>, 'stopped_by': <signal>} and the evaluations run on the way."""
   lock = workdir_lib.Lock(workdir) if jax.process_index() == 0 else None
   if lock:
     lock.acquire()
   try:
-    return _train(config, workdir)
+    # Handlers for the whole run: a notice during startup stops it after its first step.
+    with preemption.StopRequest() as stop:
+      return _train(config, workdir, stop)
   finally:
     if lock:
       lock.release()
@@ -78,14 +84,15 @@ def _restore(config, workdir, ckpt, state, recorded):
   return 0, state, None
 
 
-def _train(config, workdir: str) -> dict:
+def _train(config, workdir: str, stop: preemption.StopRequest) -> dict:
   recorded = workdir_lib.recorded_config(workdir)
+  profiler = Profiler(config, workdir)  # checks config.profile_steps first
   run = Run(config)
   task, total_steps, state = run.task, run.total_steps, run.state
   del run.state  # donated by the first step
   ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints,
                      best_metric=config.best_metric, best_mode=config.best_mode)
-  writer = None
+  writer = train_iter = None
   try:
     evals = evaluators.build_all(config, task, run)
     train_iter = task.train_iterator()
@@ -121,8 +128,9 @@ def _train(config, workdir: str) -> dict:
 
     sums, n_logged, pending = {}, 0, None
 
-    def consume(step, metrics):
-      """Checks one step's metrics (fetched a step late) and logs the interval's means."""
+    def consume(step, metrics, flush=False):
+      """Checks one step's metrics (fetched a step late) and logs the interval's means (at
+      log_every, at the end, or flushed early when stopping)."""
       nonlocal sums, n_logged
       m = jax.device_get(metrics)
       if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
@@ -134,29 +142,41 @@ def _train(config, workdir: str) -> dict:
       for k, v in m.items():
         sums[k] = sums.get(k, 0.0) + float(v)
       n_logged += 1
-      if step % config.log_every == 0 or step == total_steps:
+      if flush or step % config.log_every == 0 or step == total_steps:
         writer.write(step, {k: v / n_logged for k, v in sums.items()})
         sums, n_logged = {}, 0
 
     for step in range(start + 1, total_steps + 1):
       ckpt.check()  # a failed background save stops the run now, not at the next save
       batch = run.to_global(next(train_iter))
+      profiler.before(step)
       state, metrics = run.train_step(state, batch)
+      profiler.after(step, state)
       if pending:
         consume(*pending)
       pending = (step, metrics)
       last = step == total_steps
       due = any(every and step % every == 0 for _, every in evals.values())
-      if last or due or step % config.checkpoint_every == 0:
-        consume(*pending)
+      stopping = stop.reached(step, ckpt.manager) and not last
+      if last or due or stopping or step % config.checkpoint_every == 0:
+        consume(*pending, flush=stopping)
         pending = None
         scalars = evaluate(step, final=last) if (last or due) else {}
         t = time.perf_counter()
         ckpt.save(step, state, {'iterator': train_iter.get_state()}, scalars)
         writer.pause(time.perf_counter() - t)
+      if stopping:
+        ckpt.wait()
+        print(f'Stopped by {stop.signal_name} after step {step} of {total_steps}: saved '
+              f'{ckpt.directory}/{step} (with the data position). Rerun the same command to '
+              f'resume.', flush=True)
+        return {'step': step, 'stopped_by': stop.signal_name, **results}
     if start >= total_steps:  # nothing was left to train: report the restored state
       evaluate(total_steps, final=True)
   finally:
+    profiler.stop()
+    if hasattr(train_iter, 'close'):
+      train_iter.close()  # stops grain's worker processes, if any, while the handlers hold
     ckpt.close()
     if writer is not None:
       writer.close()
@@ -174,6 +194,10 @@ def cli(config, workdir: str) -> int:
   except NonFiniteError as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     return 1
+  except KeyboardInterrupt:
+    print('ERROR: interrupted (Ctrl-C twice) before a checkpoint of this step; rerun the same '
+          'command to resume from the last one.', file=sys.stderr, flush=True)
+    return 130
   except SaveFailed as e:
     print(f'ERROR: {e}', file=sys.stderr, flush=True)
     sys.stdout.flush()

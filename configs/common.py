@@ -36,6 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 1
   c.num_steps = ml_collections.config_dict.placeholder(int)  # overrides num_epochs when set
   c.log_every = 50
+  # Split each batch into k micro-batches run in sequence, one optimizer update (memory / k).
+  c.grad_accum_steps = 1
+  # (first, last): a jax.profiler trace of those train steps in <workdir>/profile.
+  c.profile_steps = ml_collections.config_dict.placeholder(tuple)
   # Evaluators: config.evals.<name> = dict(type=..., every=<steps; 0: at the end only>, ...).
   c.evals = ml_collections.ConfigDict()
   c.eval_at_start = False

@@ -8,6 +8,7 @@ and positions are 0, so whole splits are covered exactly).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -37,6 +38,14 @@ class Task:
   def loss(self, model, batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
     """(scalar loss to minimise, dict of scalar metrics to log); rng is None in evaluation."""
     raise NotImplementedError
+
+  def loss_weight(self, batch) -> jax.Array:
+    """What `loss` is a mean over in this batch: its mask's sum if it has one, else its rows.
+    Gradient accumulation weights each micro-batch's loss by it, so the accumulated loss is the
+    whole batch's mean. A task whose loss averages over something else overrides it."""
+    if 'mask' in batch:
+      return jnp.sum(batch['mask'])
+    return jnp.asarray(len(next(iter(batch.values()))), jnp.float32)
 
   # -- hooks the evaluators call (a task implements those its config's evaluators use) --
   def nll(self, model, batch) -> tuple[jax.Array, jax.Array]:

@@ -1,19 +1,23 @@
 """Runs train.py's or eval.py's command-line entry on the tiny config in a subprocess of a test:
 
   python -m tests.cli_run train|eval ZIP WORKDIR [dotted.key=value ...] [full_disk_from=STEP]
+      [seconds_per_batch=S]
 
 Values are Python literals. full_disk_from=STEP makes creating the directory of every
-checkpoint from STEP on fail with ENOSPC, as on a full disk.
+checkpoint from STEP on fail with ENOSPC, as on a full disk. seconds_per_batch=S slows the
+training data down, so a test can signal the run while it trains.
 """
 import ast
 import errno
 import os
 import sys
+import time
 
 from absl import logging
 
 import eval as eval_lib
 import train
+from tasks import text_lm
 from tests.helpers import tiny_config
 
 
@@ -28,10 +32,27 @@ def full_disk_from(first_step: int):
   os.mkdir = mkdir
 
 
+def slow_batches(seconds: float):
+  real = text_lm.Task.train_iterator
+
+  def train_iterator(self):
+    it = real(self)
+
+    class Slow:
+      def __next__(self):
+        time.sleep(seconds)
+        return next(it)
+      get_state, set_state = it.get_state, it.set_state
+    return Slow()
+  text_lm.Task.train_iterator = train_iterator
+
+
 def main(command, zip_path, workdir, *assignments):
   overrides = dict(a.split('=', 1) for a in assignments)
   if 'full_disk_from' in overrides:
     full_disk_from(int(overrides.pop('full_disk_from')))
+  if 'seconds_per_batch' in overrides:
+    slow_batches(float(overrides.pop('seconds_per_batch')))
   config = tiny_config(zip_path, **{k: ast.literal_eval(v) for k, v in overrides.items()})
   logging.set_verbosity(logging.WARNING)
   if command == 'train':

@@ -6,11 +6,15 @@ import os
 import zipfile
 
 
+import jax
+import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
 from configs import enwik8 as enwik8_config
 from configs.common import override
+from trainlib.checkpoints import Checkpoints
+from trainlib.run import Run
 
 TINY_BYTES = 40_000
 
@@ -39,6 +43,26 @@ def tiny_config(zip_path: str, **overrides):
   c.evals.valid.update(every=6, max_batches=2)
   c.evals.sample.num_tokens = 8
   return override(c, overrides)
+
+
+def final_params(config, workdir):
+  """(step, state) of the workdir's newest checkpoint."""
+  ckpt = Checkpoints(os.path.join(workdir, 'checkpoints'))
+  step, state, _ = ckpt.restore(Run(config, steps=1).state)
+  ckpt.close()
+  return step, state
+
+
+def assert_same_end(config, reference, workdir, result):
+  """The run in workdir (its result dict) ended exactly as the reference (workdir, result):
+  the same last step, bitwise the same state and final validation bits."""
+  ref_dir, ref = reference
+  ref_step, ref_state = final_params(config, ref_dir)
+  step, state = final_params(config, workdir)
+  assert step == ref_step
+  for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert result['valid']['bits'] == ref['valid']['bits']
 
 
 def read_metrics(workdir, split='train'):

@@ -109,6 +109,11 @@ class Checkpoints:
       raise self._failed(step, _error_line(e)) from e
     self._pending = step
 
+  def wait(self) -> None:
+    """Blocks until the last save has committed; raises SaveFailed if it did not."""
+    self.manager.wait_until_finished()
+    self.check()
+
   def check(self) -> None:
     """Raises SaveFailed once the last save has finished without committing. (Orbax reports a
     failed background save only at the next save, after waiting minutes for it.)"""
@@ -174,7 +179,6 @@ class Checkpoints:
     if self.failed:
       return
     try:
-      self.manager.wait_until_finished()
-      self.check()
+      self.wait()
     finally:
       self.manager.close()

@@ -25,6 +25,19 @@ def total_steps(config, task) -> int:
   return config.num_epochs * task.steps_per_epoch()
 
 
+def accum_steps(config, mesh) -> int:
+  """config.grad_accum_steps, checked: each micro-batch must split evenly over the data shards."""
+  k = config.get('grad_accum_steps', 1)
+  if not isinstance(k, int) or k < 1:
+    raise ValueError(f'config.grad_accum_steps must be a positive integer, got {k!r}')
+  shards = mesh.shape['data'] * mesh.shape['fsdp']
+  if config.batch_size % (k * shards):
+    raise ValueError(f'batch_size={config.batch_size} does not split into grad_accum_steps={k} '
+                     f'micro-batches over the {shards} data shards of the mesh {dict(mesh.shape)}; '
+                     f'pick a batch_size that is a multiple of {k * shards}')
+  return k
+
+
 class Run:
   """Built once per process; `state` is created on the mesh, already sharded."""
 
@@ -34,6 +47,7 @@ class Run:
     self.total_steps = total_steps(config, self.task) if steps is None else steps
     self.mesh = mesh_lib.make_mesh(config.mesh)
     mesh_lib.check_batch(config.batch_size, self.mesh)
+    self.accum_steps = accum_steps(config, self.mesh)
     self.batch_sharding = mesh_lib.batch_sharding(self.mesh, config.axis_rules)
     self.tx, self.lr_fn = optim.optimizer(config.optim, self.total_steps)
     with jax.set_mesh(self.mesh), nnx.logical_axis_rules(config.axis_rules), sharding_scope():
@@ -52,4 +66,5 @@ class Run:
   @functools.cached_property
   def train_step(self):
     return state_lib.make_train_step(self.task.loss, self.model, self.tx, self.lr_fn,
-                                     self.config.seed, self.state_sharding, self.batch_sharding)
+                                     self.config.seed, self.state_sharding, self.batch_sharding,
+                                     self.accum_steps, self.task.loss_weight)
