@@ -6,6 +6,7 @@ import optax
 
 from evaluators.units import bits
 from models import CausalLM
+from models.blocks import stack_options
 from tasks.base import Task, resolve_mixer_options
 
 
@@ -32,7 +33,8 @@ class CausalLMTask(Task):
     return CausalLM(vocab_size=m.vocab_size, dim=m.dim, num_layers=m.num_layers,
                     num_heads=m.num_heads, mlp_dim=m.mlp_dim, max_len=m.max_len, mixer=m.mixer,
                     mixer_options=resolve_mixer_options(m), dropout_rate=m.dropout_rate,
-                    position=m.position, start_token=self.start_token, rngs=rngs)
+                    position=m.position, start_token=self.start_token, rngs=rngs,
+                    **stack_options(m))
 
   def _token_losses(self, model, batch, rng=None):
     """Text batches are windows of T+1 tokens (predict 1..T); with a start token, all T."""
