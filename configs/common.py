@@ -50,9 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.1, grad_clip=1.0))
   # Data parallel over every device; FSDP is mesh.data=1, mesh.fsdp=-1.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  # Logical axis name -> mesh axes (None: replicated).
+  # Logical axis name -> mesh axes (None: replicated): parameters' axes, then activations'.
   c.axis_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('heads', 'tensor'),
-                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None), ('layers', None))
+                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None), ('layers', None),
+                  ('activation_batch', ('data', 'fsdp')), ('activation_length', None),
+                  ('activation_embed', None), ('activation_heads', 'tensor'),
+                  ('activation_mlp', 'tensor'))
   return c
 
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 import mixers
 from mixers.base import update_all_buffers
-from mixers.layers import layer_norm, linear
+from mixers.layers import constrain, layer_norm, linear, sequence_sharding
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
@@ -51,16 +51,18 @@ class Block(nnx.Module):
     self.norm2 = layer_norm(dim, rngs=rngs)
     self.mlp = MLP(dim, mlp_dim, rngs=rngs)
     self.dropout_rate, self.drop_path_rate = dropout_rate, drop_path_rate
+    self.activation = sequence_sharding('embed')  # the block's input and output
 
   def __call__(self, x, *, rng=None, drop_path_rate=None):
     """drop_path_rate: this layer's rate when the Stack passes it (scanned layers share one
     module); None: the rate it was built with."""
     rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
     keys = (None,) * 5 if rng is None else jax.random.split(rng, 5)
+    x = constrain(x, self.activation)
     y = dropout(self.mixer(self.norm1(x), rng=keys[0]), self.dropout_rate, keys[1])
     x = x + drop_path(y, rate, keys[3])
     y = dropout(self.mlp(self.norm2(x)), self.dropout_rate, keys[2])
-    return x + drop_path(y, rate, keys[4])
+    return constrain(x + drop_path(y, rate, keys[4]), self.activation)
 
   def step(self, x_t, cache):
     """Decoding: one position through the block, using the mixer's cache."""
