@@ -7,10 +7,12 @@ import optax
 from evaluators.units import bits
 from models import CausalLM
 from models.blocks import stack_options
+from models.flops import TRAIN_FACTOR, causal_lm_flops
 from tasks.base import Task, resolve_mixer_options
 
 
 class CausalLMTask(Task):
+  example_unit = 'tokens'
   start_token = False  # True: every token is predicted, the first behind a learned start vector
   sources: dict = {}   # data.name -> reader; each task module lists its own
 
@@ -24,6 +26,13 @@ class CausalLMTask(Task):
   def seq_len(self) -> int:
     """Tokens the model reads per example."""
     raise NotImplementedError
+
+  def units_per_example(self) -> int:
+    return self.seq_len
+
+  def train_flops(self, batch_size):
+    m = self.config.model
+    return TRAIN_FACTOR * causal_lm_flops(m, resolve_mixer_options(m), batch_size, self.seq_len)
 
   def build_model(self, rngs):
     m = self.config.model

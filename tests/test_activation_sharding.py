@@ -34,7 +34,8 @@ weights_only = tuple(r for r in rules if not r[0].startswith('activation_'))
 tp = dict(data=4, fsdp=1, tensor=2)
 out = {'dp_tp': shardings(rules, tp, 8), 'weights_only': shardings(weights_only, tp, 8),
        'heads_replicated': shardings(rules + (('activation_heads', None),), tp, 8),
-       'batch_of_one': shardings(rules, tp, 1), 'fsdp': shardings(rules, dict(data=1, fsdp=-1, tensor=1), 8)}
+       'batch_of_one': shardings(rules, tp, 1),
+       'fsdp': shardings(rules, dict(data=1, fsdp=-1, tensor=1), 8)}
 print('RESULT ' + json.dumps(out))
 '''
 
