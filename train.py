@@ -27,7 +27,7 @@ from trainlib.profiling import Profiler
 from trainlib import workdir as workdir_lib
 from trainlib.cli import parse_flags
 from trainlib.checkpoints import CheckpointMismatch, Checkpoints, SaveFailed
-from trainlib.metrics import MetricWriter
+from trainlib.metrics import MetricWriter, speed_facts
 from trainlib.run import Run
 
 FLAGS = flags.FLAGS
@@ -101,10 +101,11 @@ def _train(config, workdir: str, stop: preemption.StopRequest) -> dict:
       train_iter.set_state(data_state['iterator'])
     # Rows of the steps this run redoes (all, when it starts afresh) go.
     workdir_lib.trim_metrics(workdir, start if data_state else -1)
+    speed = speed_facts(task, config)  # units/s and MFU in the train rows
     writer = MetricWriter(workdir, total_steps, unit=task.unit,
-                          purge_step=start + 1 if data_state else 0)
+                          purge_step=start + 1 if data_state else 0, speed=speed)
     n_params = sum(x.size for x in jax.tree.leaves(state['params']))
-    writer.write_config(config, parameters=int(n_params))
+    writer.write_config(config, parameters=int(n_params), **speed)
     print(f'{n_params / 1e6:.2f}M parameters, task {config.task}, mixer {config.model.mixer}, '
           f'{total_steps} steps, mesh {dict(run.mesh.shape)}, {jax.device_count()} '
           f'{jax.devices()[0].platform} device(s)', flush=True)

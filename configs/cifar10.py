@@ -21,7 +21,7 @@ Paper test bits/dim: Transformer 12L/512 2.88, 24L/256 2.86; AFT-local-256
 12L/512 2.80, 24L/256 2.74; AFT-simple 24L/256 2.89.
 Ours: the full run has not been made yet.
 """
-from configs.common import base_config, mixer_table, parse_arg
+from configs.common import LAYOUT, base_config, mixer_table, parse_arg
 
 # size -> (layers, dim, softmax heads as in the paper's Transformer rows)
 SIZES = {'24x256': (24, 256, 2), '12x512': (12, 512, 4)}
@@ -41,7 +41,7 @@ def get_config(arg=None):
                 num_train=0, num_valid=0)
   c.model = dict(mixer=a.mixer, vocab_size=256, dim=dim, num_layers=layers, num_heads=heads,
                  mlp_dim=4 * dim, max_len=3072, dropout_rate=0.1, position='learned',
-                 compute_dtype='float32')
+                 compute_dtype='float32', **LAYOUT)
   c.model.mixer_options = mixer_table(MIXER_OPTIONS)
   c.batch_size, c.num_epochs = 128, 200
   c.optim.lr, c.optim.weight_decay = 3e-3, 0.1

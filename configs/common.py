@@ -54,10 +54,19 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.1, grad_clip=1.0))
   # Data parallel over every device; FSDP is mesh.data=1, mesh.fsdp=-1.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  # Logical axis name -> mesh axes (None: replicated).
+  # Logical axis name -> mesh axes (None: replicated): parameters' axes, then activations'.
   c.axis_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('heads', 'tensor'),
-                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None))
+                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None), ('layers', None),
+                  ('activation_batch', ('data', 'fsdp')), ('activation_length', None),
+                  ('activation_embed', None), ('activation_heads', 'tensor'),
+                  ('activation_mlp', 'tensor'))
   return c
+
+
+# How config.model's layers run (models.blocks.Stack): scan_layers stacks them on a 'layers' axis
+# under one nnx.scan (compile time flat in depth); remat: 'none', 'full', 'dots' (matmul outputs
+# kept) or 'dots_no_batch' recomputes activations in the backward pass. Task configs add these.
+LAYOUT = dict(scan_layers=False, remat='none')
 
 
 class MixerOptions(ml_collections.ConfigDict):

@@ -15,7 +15,7 @@ Paper test bits/char: Transformer 12L/512 1.137, 24L/256 1.130; AFT-local-32
 Ours: the full run has not been made yet. The quick variant reaches the
 validation bits/char written in the README.
 """
-from configs.common import base_config, mixer_table, parse_arg
+from configs.common import LAYOUT, base_config, mixer_table, parse_arg
 
 SIZES = {'12x512': (12, 512, 8, 2048), '24x256': (24, 256, 4, 1024)}
 # Paper settings per mixer (Sec. 5.2); other mixers take their defaults.
@@ -36,7 +36,7 @@ def get_config(arg=None):
                 test_path='')
   c.model = dict(mixer=a.mixer, vocab_size=256, dim=dim, num_layers=layers,
                  num_heads=heads, mlp_dim=mlp, max_len=1024, dropout_rate=0.1,
-                 position='learned', compute_dtype='float32')
+                 position='learned', compute_dtype='float32', **LAYOUT)
   c.model.mixer_options = mixer_table(MIXER_OPTIONS)
   c.batch_size, c.num_epochs = 128, 100
   c.optim.lr, c.optim.weight_decay = 3e-3, 0.5

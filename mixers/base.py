@@ -44,9 +44,13 @@ class Mixer(nnx.Module):
 
 
 def update_all_buffers(model: nnx.Module, step: jax.Array, key: jax.Array) -> None:
-  """Gives every mixer inside `model` its per-step chance to update Buffers."""
-  for i, (_, module) in enumerate(nnx.iter_modules(model)):
-    if isinstance(module, Mixer):
+  """Gives every mixer inside `model` its per-step chance to update Buffers. A module with
+  `update_stacked_buffers` returning True (a Stack of scanned layers) updated those under it."""
+  modules = list(nnx.iter_modules(model))  # children before their parents
+  done = [path for i, (path, m) in enumerate(modules) if hasattr(m, 'update_stacked_buffers')
+          and m.update_stacked_buffers(step, jax.random.fold_in(key, i))]
+  for i, (path, module) in enumerate(modules):
+    if isinstance(module, Mixer) and not any(path[:len(d)] == d for d in done):
       module.update_buffers(step, jax.random.fold_in(key, i))
 
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 import mixers
-from mixers.layers import layer_norm, linear
+from mixers.base import update_all_buffers
+from mixers.layers import constrain, layer_norm, linear, sequence_sharding
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
@@ -21,10 +22,11 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+def drop_path(x: jax.Array, rate, rng: jax.Array | None) -> jax.Array:
   """Stochastic depth (Huang et al. 2016): a residual branch dropped for whole examples,
-  the kept ones scaled by 1 / (1 - rate); a no-op in evaluation or at rate 0."""
-  if rng is None or rate == 0.0:
+  the kept ones scaled by 1 / (1 - rate); a no-op in evaluation or at rate 0 (or None). A traced
+  rate (a scanned layer's) at 0 keeps every example exactly."""
+  if rng is None or rate is None or (isinstance(rate, (int, float)) and rate == 0.0):
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
   return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
@@ -49,13 +51,18 @@ class Block(nnx.Module):
     self.norm2 = layer_norm(dim, rngs=rngs)
     self.mlp = MLP(dim, mlp_dim, rngs=rngs)
     self.dropout_rate, self.drop_path_rate = dropout_rate, drop_path_rate
+    self.activation = sequence_sharding('embed')  # the block's input and output
 
-  def __call__(self, x, *, rng=None):
+  def __call__(self, x, *, rng=None, drop_path_rate=None):
+    """drop_path_rate: this layer's rate when the Stack passes it (scanned layers share one
+    module); None: the rate it was built with."""
+    rate = self.drop_path_rate if drop_path_rate is None else drop_path_rate
     keys = (None,) * 5 if rng is None else jax.random.split(rng, 5)
+    x = constrain(x, self.activation)
     y = dropout(self.mixer(self.norm1(x), rng=keys[0]), self.dropout_rate, keys[1])
-    x = x + drop_path(y, self.drop_path_rate, keys[3])
+    x = x + drop_path(y, rate, keys[3])
     y = dropout(self.mlp(self.norm2(x)), self.dropout_rate, keys[2])
-    return x + drop_path(y, self.drop_path_rate, keys[4])
+    return constrain(x + drop_path(y, rate, keys[4]), self.activation)
 
   def step(self, x_t, cache):
     """Decoding: one position through the block, using the mixer's cache."""
@@ -64,32 +71,140 @@ class Block(nnx.Module):
     return x_t + self.mlp(self.norm2(x_t)), cache
 
 
+REMAT_POLICIES = {
+    'none': None,  # activations of every layer kept for the backward pass
+    'full': jax.checkpoint_policies.nothing_saveable,  # each layer recomputed in the backward pass
+    'dots': jax.checkpoint_policies.checkpoint_dots,  # matmul outputs kept, the rest recomputed
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # ... but not
+    # batched ones (attention scores), the usual Transformer choice
+}
+# Stacked parameters carry this logical axis first (config.axis_rules maps it, to None).
+LAYERS = 'layers'
+_LAYER_AXIS = {nnx.PARTITION_NAME: LAYERS}
+
+
+def stack_blocks(blocks: list[Block]) -> Block:
+  """Blocks of one structure -> one Block whose Variables are stacked on a leading 'layers' axis
+  (the scanned layout of the same parameters; sharded by their logical axes inside a mesh)."""
+  graphdef, first = nnx.split(blocks[0])
+  is_var = lambda v: isinstance(v, nnx.Variable)
+  state = jax.tree.map(lambda v, *vs: v.replace(jnp.stack([w[...] for w in vs])), first,
+                       *(nnx.state(b) for b in blocks), is_leaf=is_var)
+  state = nnx.spmd.add_axis(state, 0, _LAYER_AXIS)
+  if not jax.sharding.get_abstract_mesh().empty:
+    state = jax.tree.map(lambda v: v.replace(jax.device_put(v[...], nnx.spmd.get_var_pspec(v))),
+                         state, is_leaf=is_var)
+  return nnx.merge(graphdef, state)
+
+
+def stack_options(model_cfg) -> dict:
+  """The layout options of config.model (scan_layers, remat) every backbone passes to Stack."""
+  return {'scan_layers': bool(model_cfg.get('scan_layers', False)),
+          'remat': str(model_cfg.get('remat', 'none'))}
+
+
 class Stack(nnx.Module):
   """num_layers Blocks run in order. drop_path_rate rises linearly from 0 at the first block to
-  the given rate at the last (the DeiT schedule)."""
+  the given rate at the last (the DeiT schedule).
 
-  def __init__(self, num_layers: int, *, drop_path_rate: float = 0.0, rngs: nnx.Rngs, **block):
-    rates = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
-    self.layers = nnx.List([Block(**block, drop_path_rate=r, rngs=rngs) for r in rates])
+  scan_layers=True stores the layers' parameters and Buffers stacked on a leading 'layers' axis
+  and runs them under one nnx.scan, so the compiled program (and its compile time) does not grow
+  with depth. remat (a REMAT_POLICIES name) recomputes each layer's activations in the backward pass,
+  in both layouts. The scanned layout is built from the same Blocks, stacked, so both layouts
+  start from the same parameters and compute the same function.
+  """
+
+  def __init__(self, num_layers: int, *, drop_path_rate: float = 0.0, scan_layers: bool = False,
+               remat: str = 'none', rngs: nnx.Rngs, **block):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f'model.remat must be one of {sorted(REMAT_POLICIES)}, got {remat!r}')
+    self.num_layers, self.scan, self.remat = num_layers, scan_layers, remat
+    self.rates = tuple(drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers))
+    layers = [Block(**block, drop_path_rate=0.0 if scan_layers else r, rngs=rngs)
+              for r in self.rates]  # scanned: the rate comes with the call
+    self.layers = stack_blocks(layers) if scan_layers else nnx.List(layers)
 
   def __len__(self):
-    return len(self.layers)
+    return self.num_layers
 
   def __getitem__(self, i):
-    return self.layers[i]
+    """Layer i as a Block (a copy of its slice in the scanned layout)."""
+    if not self.scan:
+      return self.layers[i]
+    graphdef, state = nnx.split(self.layers)
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+
+  def _apply(self, graphdef):
+    """(layer state, x, key, rate) -> (output, the layer's Buffers after the call): one layer as a
+    pure function (plain JAX transforms, so a Stack runs inside any jax.lax loop), under the
+    remat policy."""
+    def apply(state, x, key, rate):
+      block = nnx.merge(graphdef, state)
+      y = block(x, rng=key, drop_path_rate=rate)
+      return y, nnx.split(block, nnx.Param, ...)[2]
+    policy = REMAT_POLICIES[self.remat]
+    return apply if self.remat == 'none' else jax.checkpoint(apply, policy=policy)
 
   def __call__(self, x, *, rng=None):
-    keys = [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
-    for layer, key in zip(self.layers, keys):
-      x = layer(x, rng=key)
+    keys = None if rng is None else jax.random.split(rng, self.num_layers)
+    if not self.scan:
+      for i, layer in enumerate(self.layers):
+        key = None if keys is None else keys[i]
+        if self.remat == 'none':
+          x = layer(x, rng=key)
+        else:
+          graphdef, state = nnx.split(layer)
+          x, buffers = self._apply(graphdef)(state, x, key, self.rates[i])
+          if rng is not None:  # Buffers change in training mode only
+            nnx.update(layer, buffers)
+      return x
+    rates = jnp.asarray(self.rates) if any(self.rates) else None  # None: drop path off
+    graphdef, state = nnx.split(self.layers)
+    apply = self._apply(graphdef)
+
+    def body(x, xs):
+      return apply(*xs[:1], x, *xs[1:])
+
+    x, buffers = jax.lax.scan(body, x, (state, keys, rates))
+    if rng is not None:
+      nnx.update(self.layers, buffers)
     return x
 
+  def _per_layer(self, fn, *xs):
+    """fn(block, *x) for every scanned layer (vmapped), results stacked; the layers' Buffers
+    are written back."""
+    graphdef, state = nnx.split(self.layers)
+
+    def one(state, *x):
+      block = nnx.merge(graphdef, state)
+      return fn(block, *x), nnx.split(block, nnx.Param, ...)[2]
+
+    out, buffers = jax.vmap(one)(state, *xs)
+    nnx.update(self.layers, buffers)
+    return out
+
+  def update_stacked_buffers(self, step, key) -> bool:
+    """The scanned layout updates its layers' Buffers itself, one vmapped call (see
+    mixers.update_all_buffers); False: the layers are separate modules."""
+    if not self.scan:
+      return False
+    self._per_layer(lambda block, k: update_all_buffers(block, step, k),
+                    jax.random.split(key, self.num_layers))
+    return True
+
   def init_cache(self, batch: int, max_len: int):
-    return [layer.mixer.init_cache(batch, max_len) for layer in self.layers]
+    if not self.scan:
+      return [layer.mixer.init_cache(batch, max_len) for layer in self.layers]
+    graphdef, state = nnx.split(self.layers)
+    return jax.vmap(lambda s: nnx.merge(graphdef, s).mixer.init_cache(batch, max_len))(state)
 
   def step(self, x_t, caches):
-    out = []
-    for layer, c in zip(self.layers, caches):
-      x_t, c = layer.step(x_t, c)
-      out.append(c)
-    return x_t, out
+    if not self.scan:
+      out = []
+      for layer, c in zip(self.layers, caches):
+        x_t, c = layer.step(x_t, c)
+        out.append(c)
+      return x_t, out
+    graphdef, state = nnx.split(self.layers)
+    return jax.lax.scan(lambda x, xs: nnx.merge(graphdef, xs[0]).step(x, xs[1]), x_t,
+                        (state, caches))

@@ -21,18 +21,20 @@ class CausalLM(nnx.Module):
   def __init__(self, *, vocab_size: int, dim: int, num_layers: int, num_heads: int,
                mlp_dim: int, max_len: int, mixer: str, mixer_options: dict | None = None,
                dropout_rate: float = 0.0, position: str = 'learned', start_token: bool = False,
-               rngs: nnx.Rngs):
+               scan_layers: bool = False, remat: str = 'none', rngs: nnx.Rngs):
     """start_token=False: output t predicts token t+1 (byte LM on windows of T+1).
     start_token=True: inputs shift right behind a learned start vector, so output t
-    predicts token t and the first token is modelled too (pixels)."""
+    predicts token t and the first token is modelled too (pixels). scan_layers, remat: the
+    layers' layout (models.blocks.Stack)."""
     if position not in ('learned', 'none'):
       raise ValueError(f"position must be 'learned' or 'none', got {position!r}")
     with sharding_scope():  # buildable outside a mesh too (then unsharded)
       self._build(vocab_size, dim, num_layers, num_heads, mlp_dim, max_len, mixer,
-                  mixer_options, dropout_rate, position, start_token, rngs)
+                  mixer_options, dropout_rate, position, start_token, rngs,
+                  dict(scan_layers=scan_layers, remat=remat))
 
   def _build(self, vocab_size, dim, num_layers, num_heads, mlp_dim, max_len, mixer,
-             mixer_options, dropout_rate, position, start_token, rngs):
+             mixer_options, dropout_rate, position, start_token, rngs, layout):
     self.max_len, self.dropout_rate = max_len, dropout_rate
     init = nnx.initializers.normal(0.02)
     self.embed = nnx.Embed(vocab_size, dim, rngs=rngs,
@@ -44,7 +46,7 @@ class CausalLM(nnx.Module):
     self.blocks = Stack(num_layers, dim=dim, num_heads=num_heads, mlp_dim=mlp_dim,
                         max_len=max_len, causal=True, mixer=mixer,
                         mixer_options=dict(mixer_options or {}), dropout_rate=dropout_rate,
-                        rngs=rngs)
+                        rngs=rngs, **layout)
     self.norm = layer_norm(dim, rngs=rngs)
     self.head = linear(dim, vocab_size, ('embed', 'vocab'), rngs=rngs)
 

@@ -21,17 +21,19 @@ class Encoder(nnx.Module):
 
   def __init__(self, *, dim: int, num_layers: int, num_heads: int, mlp_dim: int, max_len: int,
                mixer: str, mixer_options: dict | None = None, dropout_rate: float = 0.0,
-               drop_path_rate: float = 0.0, rngs: nnx.Rngs):
+               drop_path_rate: float = 0.0, scan_layers: bool = False, remat: str = 'none',
+               rngs: nnx.Rngs):
+    """scan_layers, remat: the layers' layout (models.blocks.Stack)."""
     with sharding_scope():  # buildable outside a mesh too (then unsharded)
       self._build(dim, num_layers, num_heads, mlp_dim, max_len, mixer, mixer_options,
-                  dropout_rate, drop_path_rate, rngs)
+                  dropout_rate, drop_path_rate, rngs, dict(scan_layers=scan_layers, remat=remat))
 
   def _build(self, dim, num_layers, num_heads, mlp_dim, max_len, mixer, mixer_options,
-             dropout_rate, drop_path_rate, rngs):
+             dropout_rate, drop_path_rate, rngs, layout):
     self.blocks = Stack(num_layers, dim=dim, num_heads=num_heads, mlp_dim=mlp_dim,
                         max_len=max_len, causal=False, mixer=mixer,
                         mixer_options=dict(mixer_options or {}), dropout_rate=dropout_rate,
-                        drop_path_rate=drop_path_rate, rngs=rngs)
+                        drop_path_rate=drop_path_rate, rngs=rngs, **layout)
     self.norm = layer_norm(dim, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:

@@ -6,10 +6,13 @@ import optax
 
 from evaluators.units import bits
 from models import CausalLM
+from models.blocks import stack_options
+from models.flops import TRAIN_FACTOR, causal_lm_flops
 from tasks.base import Task, resolve_mixer_options
 
 
 class CausalLMTask(Task):
+  example_unit = 'tokens'
   start_token = False  # True: every token is predicted, the first behind a learned start vector
   sources: dict = {}   # data.name -> reader; each task module lists its own
 
@@ -24,6 +27,13 @@ class CausalLMTask(Task):
     """Tokens the model reads per example."""
     raise NotImplementedError
 
+  def units_per_example(self) -> int:
+    return self.seq_len
+
+  def train_flops(self, batch_size):
+    m = self.config.model
+    return TRAIN_FACTOR * causal_lm_flops(m, resolve_mixer_options(m), batch_size, self.seq_len)
+
   def build_model(self, rngs):
     m = self.config.model
     if self.seq_len > m.max_len:
@@ -32,7 +42,8 @@ class CausalLMTask(Task):
     return CausalLM(vocab_size=m.vocab_size, dim=m.dim, num_layers=m.num_layers,
                     num_heads=m.num_heads, mlp_dim=m.mlp_dim, max_len=m.max_len, mixer=m.mixer,
                     mixer_options=resolve_mixer_options(m), dropout_rate=m.dropout_rate,
-                    position=m.position, start_token=self.start_token, rngs=rngs)
+                    position=m.position, start_token=self.start_token, rngs=rngs,
+                    **stack_options(m))
 
   def _token_losses(self, model, batch, rng=None):
     """Text batches are windows of T+1 tokens (predict 1..T); with a start token, all T."""

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mixers.flops import FlopsUnknown
+
 
 class Task:
   unit: str = 'loss'  # what the task reports (e.g. 'bits/char'); evaluators name their values
@@ -21,6 +23,18 @@ class Task:
   # -- the model -----------------------------------------------------------------------
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     raise NotImplementedError
+
+  # -- throughput: the training log's <example_unit>/s and MFU ---------------------------
+  example_unit: str = 'examples'  # what one example counts in: 'tokens' (text), 'images', ...
+
+  def units_per_example(self) -> int:
+    """example_units in one training example (a text window: its T tokens; an image: 1)."""
+    return 1
+
+  def train_flops(self, batch_size: int) -> float:
+    """Model FLOPs of one training step on batch_size examples (models/flops.py); raises
+    FlopsUnknown when they are not known (MFU is then omitted)."""
+    raise FlopsUnknown(f'FLOPs unknown for task {type(self).__name__}: MFU omitted')
 
   # -- the data --------------------------------------------------------------------------
   def train_iterator(self):

@@ -37,6 +37,7 @@ SOURCES = {
 
 class Task(CausalLMTask):
   unit = 'bits/dim'
+  example_unit = 'images'
   start_token = True
   sources = SOURCES
 
@@ -49,6 +50,9 @@ class Task(CausalLMTask):
   @property
   def seq_len(self) -> int:
     return int(np.prod(self.config.data.image_shape))
+
+  def units_per_example(self) -> int:
+    return 1
 
   def train_iterator(self):
     c = self.config

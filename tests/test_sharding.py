@@ -37,7 +37,7 @@ def test_eight_devices_match_one_device(one_device, tmp_path):
                         cwd=ROOT, env=env_with_devices(8), capture_output=True, text=True,
                         timeout=600)
   out = result_of(proc.stdout, proc.stderr)
-  for name in ('dp', 'fsdp', 'dp_tp'):
+  for name in ('dp', 'fsdp', 'dp_tp', 'fsdp_tp_scan'):
     np.testing.assert_allclose(out[name]['loss'], one, rtol=2e-5, err_msg=name)
   # Each device holds the parameter block the mesh gives it ([32, 64] kernel, 'embed'->fsdp,
   # 'mlp'->tensor): whole under data parallel, 1/8 of the rows under FSDP, half the columns
@@ -45,6 +45,7 @@ def test_eight_devices_match_one_device(one_device, tmp_path):
   assert out['dp']['kernel_shard'] == [32, 64]
   assert out['fsdp']['kernel_shard'] == [4, 64]
   assert out['dp_tp']['kernel_shard'] == [32, 32]
+  assert out['fsdp_tp_scan']['kernel_shard'] == [2, 8, 32]  # layers whole, 4-way FSDP, 2-way TP
   assert 'batch_size=12 does not divide over the 8 data shards' in out['bad_batch_error']
 
 
