@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+import tasks
 import train
 from tests.helpers import tiny_config
 from trainlib.run import Run
@@ -34,7 +35,7 @@ def test_four_micro_batches_give_the_one_batch_step(zip_path, mixer, options):
   options = {'model.mixer': mixer, 'model.dropout_rate': 0.0, 'optim.eps': 1e-6,
              'model.num_layers': 1, **options}
   config = tiny_config(zip_path, **options)
-  data = Run(config, steps=1).task.train_iterator()
+  data = tasks.get(config).train_iterator()
   rng = np.random.default_rng(0)
   batches = []
   for _ in range(2):
