@@ -17,8 +17,7 @@ from absl import logging
 
 import eval as eval_lib
 import train
-from tasks import text_lm
-from tests.helpers import tiny_config
+from tests.helpers import on_each_batch, tiny_config
 
 
 def full_disk_from(first_step: int):
@@ -32,27 +31,13 @@ def full_disk_from(first_step: int):
   os.mkdir = mkdir
 
 
-def slow_batches(seconds: float):
-  real = text_lm.Task.train_iterator
-
-  def train_iterator(self):
-    it = real(self)
-
-    class Slow:
-      def __next__(self):
-        time.sleep(seconds)
-        return next(it)
-      get_state, set_state = it.get_state, it.set_state
-    return Slow()
-  text_lm.Task.train_iterator = train_iterator
-
-
 def main(command, zip_path, workdir, *assignments):
   overrides = dict(a.split('=', 1) for a in assignments)
   if 'full_disk_from' in overrides:
     full_disk_from(int(overrides.pop('full_disk_from')))
   if 'seconds_per_batch' in overrides:
-    slow_batches(float(overrides.pop('seconds_per_batch')))
+    seconds = float(overrides.pop('seconds_per_batch'))
+    on_each_batch(lambda n: time.sleep(seconds))
   config = tiny_config(zip_path, **{k: ast.literal_eval(v) for k, v in overrides.items()})
   logging.set_verbosity(logging.WARNING)
   if command == 'train':

@@ -65,6 +65,28 @@ def assert_same_end(config, reference, workdir, result):
   assert result['valid']['bits'] == ref['valid']['bits']
 
 
+def on_each_batch(hook):
+  """Makes the text task's training iterators call hook(n) before handing out their n-th batch
+  (n from 1), e.g. to slow a run down or signal it; returns the undo."""
+  from tasks import text_lm
+  real = text_lm.Task.train_iterator
+
+  def train_iterator(self):
+    it = real(self)
+
+    class Hooked:
+      n = 0
+
+      def __next__(self):
+        self.n += 1
+        hook(self.n)
+        return next(it)
+      get_state, set_state = it.get_state, it.set_state
+    return Hooked()
+  text_lm.Task.train_iterator = train_iterator
+  return lambda: setattr(text_lm.Task, 'train_iterator', real)
+
+
 def read_metrics(workdir, split='train'):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [r for r in map(json.loads, f) if r['split'] == split]

@@ -10,8 +10,8 @@ import pytest
 import eval as eval_lib
 import mixers
 import train
-from tasks import text_lm
-from tests.helpers import assert_same_end, final_params, read_metrics, tiny_config, tiny_text
+from tests.helpers import (assert_same_end, final_params, on_each_batch, read_metrics,
+                           tiny_config, tiny_text)
 from trainlib.checkpoints import Checkpoints
 from trainlib.run import Run
 
@@ -44,29 +44,21 @@ class Killed(Exception):
   pass
 
 
-def test_killed_and_resumed_run_ends_where_uninterrupted_run_ends(reference, zip_path, tmp_path,
-                                                                  monkeypatch):
-  ref_dir, ref = reference
+def test_killed_and_resumed_run_ends_where_uninterrupted_run_ends(reference, zip_path, tmp_path):
+  ref_dir = reference[0]
   config = tiny_config(zip_path)
-  real = text_lm.Task.train_iterator
 
-  def dies_at_batch_8(self):
-    it = real(self)
-    class Wrapped:
-      n = 0
-      def __next__(self):
-        self.n += 1
-        if self.n == 8:
-          raise Killed()
-        return next(it)
-      get_state, set_state = it.get_state, it.set_state
-    return Wrapped()
+  def dies_at_batch_8(n):
+    if n == 8:
+      raise Killed()
 
-  monkeypatch.setattr(text_lm.Task, 'train_iterator', dies_at_batch_8)
-  with pytest.raises(Killed):
-    train.train_and_evaluate(config, str(tmp_path))
+  undo = on_each_batch(dies_at_batch_8)
+  try:
+    with pytest.raises(Killed):
+      train.train_and_evaluate(config, str(tmp_path))
+  finally:
+    undo()
   assert Checkpoints(str(tmp_path / 'checkpoints')).latest_step() == 6
-  monkeypatch.setattr(text_lm.Task, 'train_iterator', real)
   resumed = train.train_and_evaluate(config, str(tmp_path))
 
   assert_same_end(config, reference, str(tmp_path), resumed)
