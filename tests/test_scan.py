@@ -29,8 +29,10 @@ def by_path(tree, scanned: bool) -> dict:
   d = nnx.to_pure_dict(tree)
   if not scanned:
     layers = d['blocks']['layers']
-    d['blocks']['layers'] = jax.tree.map(lambda *a: np.stack(a), *(layers[i] for i in sorted(layers)))
-  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(d)}
+    d['blocks']['layers'] = jax.tree.map(lambda *a: np.stack(a),
+                                         *(layers[i] for i in sorted(layers)))
+  leaves = jax.tree_util.tree_leaves_with_path(d)
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
 
 
 def loss_and_grads(model, tokens, key):
