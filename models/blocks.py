@@ -108,10 +108,10 @@ class Stack(nnx.Module):
   the given rate at the last (the DeiT schedule).
 
   scan_layers=True stores the layers' parameters and Buffers stacked on a leading 'layers' axis
-  and runs them under one nnx.scan, so the compiled program (and its compile time) does not grow
-  with depth. remat (a REMAT_POLICIES name) recomputes each layer's activations in the backward pass,
-  in both layouts. The scanned layout is built from the same Blocks, stacked, so both layouts
-  start from the same parameters and compute the same function.
+  and runs them under one jax.lax.scan, so the compiled program (and its compile time) does not
+  grow with depth. remat (a REMAT_POLICIES name) recomputes each layer's activations in the
+  backward pass, in both layouts. The scanned layout is built from the same Blocks, stacked, so
+  both layouts start from the same parameters and compute the same function.
   """
 
   def __init__(self, num_layers: int, *, drop_path_rate: float = 0.0, scan_layers: bool = False,
@@ -163,33 +163,27 @@ class Stack(nnx.Module):
     apply = self._apply(graphdef)
 
     def body(x, xs):
-      return apply(*xs[:1], x, *xs[1:])
+      state, key, rate = xs
+      return apply(state, x, key, rate)
 
     x, buffers = jax.lax.scan(body, x, (state, keys, rates))
     if rng is not None:
       nnx.update(self.layers, buffers)
     return x
 
-  def _per_layer(self, fn, *xs):
-    """fn(block, *x) for every scanned layer (vmapped), results stacked; the layers' Buffers
-    are written back."""
-    graphdef, state = nnx.split(self.layers)
-
-    def one(state, *x):
-      block = nnx.merge(graphdef, state)
-      return fn(block, *x), nnx.split(block, nnx.Param, ...)[2]
-
-    out, buffers = jax.vmap(one)(state, *xs)
-    nnx.update(self.layers, buffers)
-    return out
-
   def update_stacked_buffers(self, step, key) -> bool:
-    """The scanned layout updates its layers' Buffers itself, one vmapped call (see
+    """The scanned layout updates its layers' Buffers itself, in one vmapped call (see
     mixers.update_all_buffers); False: the layers are separate modules."""
     if not self.scan:
       return False
-    self._per_layer(lambda block, k: update_all_buffers(block, step, k),
-                    jax.random.split(key, self.num_layers))
+    graphdef, state = nnx.split(self.layers)
+
+    def update(state, key):
+      block = nnx.merge(graphdef, state)
+      update_all_buffers(block, step, key)
+      return nnx.split(block, nnx.Param, ...)[2]
+
+    nnx.update(self.layers, jax.vmap(update)(state, jax.random.split(key, self.num_layers)))
     return True
 
   def init_cache(self, batch: int, max_len: int):
