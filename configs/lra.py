@@ -160,9 +160,9 @@ def get_config(arg=None):
                             max_length=64, max_depth=4, max_args=5)
     c.model.update(dim=64, num_layers=2, num_heads=2, mlp_dim=128, head_dim=128,
                    pooling='mean', dropout_rate=0.0)
-    c.batch_size, c.num_steps = 32, 600
+    c.batch_size, c.num_steps = 32, 1000
     c.optim.update(lr=3e-3, schedule='cosine', warmup_steps=50, weight_decay=0.0)
-    c.log_every, c.checkpoint_every = 50, 300
+    c.log_every, c.checkpoint_every = 50, 500
     c.evals.valid.update(every=100, max_batches=None)
     c.eval_at_start = True
   return c
