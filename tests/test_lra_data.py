@@ -139,3 +139,13 @@ def test_grey_cifar_split_and_conversion(tmp_path):
   ref = np.floor((rgb @ [0.2989, 0.5870, 0.1140]) / 255 * 255.5).clip(0, 255).reshape(-1)
   assert np.abs(valid[1]['tokens'] - ref).max() <= 1  # float32 vs float64 rounding at most
   assert valid[1]['label'] == expected['train'][1][19]
+
+
+def test_imdb_from_tfds_array_record_under_mock_data():
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+    src = text.read_tfds('', 'valid', 32)  # valid reads the test split, as in LRA
+    assert len(src) == 5 and set(src.labels.tolist()) <= {0, 1}
+    row = src.items[2]
+    raw = row['text'] if isinstance(row['text'], bytes) else row['text'].encode()
+    np.testing.assert_array_equal(src[2]['tokens'], byte_tokens(raw, 32))
