@@ -37,9 +37,10 @@ What we had to interpret (see also the table below):
   No gradient clipping, as in LRA. Released ListOps ties the weights of all layers
   (`tied_weights=True`); our Stack has no tying, so every variant has untied layers.
 - The released ListOps base config: shared/PAPERS.md records 4 layers / MLP 1024 at the repo's
-  HEAD, but the two versions of `base_listops_config.py` we read have 6 / 2048 (= the paper);
-  variant=released follows PAPERS.md.
-
+  HEAD, but the two versions of `lra_benchmarks/listops/configs/base_listops_config.py` we
+  read (commits 6d5e5ca, ad0ff01) have 6 / 2048, as the paper. variant=released follows the
+  files we read (no change of size); only its Performer differs (nb_features=2 in the
+  released performer_base.py), plus the weight tying we do not have.
 Published accuracy (%), LRA Table 1 (ListOps / Text / Retrieval / Image / Pathfinder / Avg):
   Transformer 36.37 / 64.27 / 57.46 / 42.44 / 71.40 / 54.39; Performer 18.01 / 65.40 / 53.82 /
   42.77 / 77.05 / 51.41; Linformer 35.70 / 53.94 / 52.27 / 38.56 / 76.34 / 51.36; Local 15.82 /
@@ -76,7 +77,7 @@ PAPER = {
 # Where the released configs (google-research/long-range-arena, lra_benchmarks/*/configs)
 # differ from the paper's appendix.
 RELEASED = {
-    'listops': dict(layers=4, mlp=1024),
+    'listops': dict(),  # see the docstring: the files we read have the paper's sizes
     'text': dict(length=1000, dim=256, layers=4, heads=4, mlp=1024),
     'retrieval': dict(interaction='concat'),  # the released dual head reads [u, v]
     'image': dict(dim=32, layers=1, heads=1, mlp=64, lr=5e-4, dropout=0.3),

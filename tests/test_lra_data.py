@@ -112,6 +112,11 @@ def test_pathfinder_reader_split_empty_png_and_missing_metadata(tmp_path):
   assert item['tokens'].shape == (1024,) and item['tokens'].dtype == np.int32
   bright = item['tokens'].reshape(32, 32)[:, :16].mean() > 150
   assert bright == bool(item['label'])
+  with open(os.path.join(base, 'metadata', '0.npy'), 'a') as f:
+    f.write('imgs/0 sample_99.png 0 1 14 1.5\n')  # an image the release lacks
+  pathfinder.index.cache_clear()
+  with pytest.raises(LayoutError, match=r'sample_99.png \(named in .*0.npy line 22\) not found'):
+    pathfinder.index(str(tmp_path), 32, 'curv_contour_length_14')
   os.rename(os.path.join(base, 'metadata'), os.path.join(base, 'meta'))
   pathfinder.index.cache_clear()
   with pytest.raises(LayoutError, match=r'(?s)metadata folder.*looked for:.*curv_contour_length_14/metadata'):
