@@ -61,7 +61,9 @@ LRA_SPEED_4K = {'Transformer': (1.4, 9.48), 'Local Attention': (7.4, 1.37),
                 'BigBird': (1.5, 2.88), 'Linear Trans.': (7.8, 1.03), 'Performer': (8.0, 1.06)}
 PROTOCOLS = {'lra': ('The LRA protocol (paper and released configs)', LRA_PAPER, LRA_SOURCE),
              'small': ('The 2-layer, width-64 protocol of the later re-runs', SMALL_PAPER,
-                       SMALL_SOURCE)}
+                       SMALL_SOURCE),
+             'quick': ('Generated ListOps (the quick config: 8-64 tokens, depth <= 4; no '
+                       'published numbers, not comparable to LRA)', {}, '')}
 VARIANT_PROTOCOL = {'paper': 'lra', 'released': 'lra', 'small': 'small', 'quick': 'quick'}
 
 
@@ -76,7 +78,7 @@ class Result:
   steps_per_s: float | None
   peak_memory_bytes: int | None
   device: str
-  command: str
+  command: str  # the training command, then eval.py's, as far as they were recorded
   source: str  # the run directory or results file
 
 
@@ -110,7 +112,10 @@ def load_run(workdir: str) -> Result | str:
                 protocol=VARIANT_PROTOCOL.get(variant, variant),
                 accuracy=100 * _accuracy(row), split=row['split'], step=row['step'],
                 steps_per_s=speed, peak_memory_bytes=memory, device=_device(row, facts),
-                command=row.get('command') or facts.get('command', ''), source=workdir)
+                # dict.fromkeys: a result of the training run itself names its command once
+                command=' ; '.join(dict.fromkeys(c for c in (facts.get('command'),
+                                                             row.get('command')) if c)),
+                source=workdir)
 
 
 def load_file(path: str) -> list[Result]:

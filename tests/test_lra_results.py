@@ -44,7 +44,7 @@ def test_table_and_chart_from_runs_and_a_results_file(tmp_path):
   assert '| Transformer (published) | 36.37 | 64.27 | 57.46 | 42.44 | 71.40 | 54.39 |' in lra_part
   assert '| `aft_local` (ours) | 40.00 [1] | 50.00 [2] (valid) | — | — | — | — |' in lra_part
   assert ('[1] aft_local, listops: test accuracy at step 5,000 on cpu, 4.00 steps/s; '
-          '`python eval.py listops`') in lra_part
+          '`python train.py listops ; python eval.py listops`') in lra_part
   assert '[2] aft_local, text: valid accuracy at step 20,000' in lra_part
   assert '`python train.py text`' in lra_part  # no eval.py row: the training command
   assert '| Transformer (published) | 38.37 | 61.95 | 80.69 | 40.57 | 65.26 | 57.37 |' in small_part
