@@ -13,6 +13,9 @@ Commands (DIR/lra_release = the unpacked https://storage.googleapis.com/long-ran
       --config.data.path=DIR/lra_release --split=test    # test accuracy, a row in results.jsonl
   python -m results.lra 'runs/lra_*' --out=results/lra_out    # the table and the chart
   python train.py --config=configs/lra.py:task=listops,quick --workdir=runs/lra_quick   # offline, minutes
+ListOps offline at the release's size from our generator (96k/2k/2k unique trees of 500-2000
+tokens, depth <= 10, 2-10 arguments, seed data.seed): --config.data.source=generated (any
+length: --config.data.generator.min_length=... max_length=... and --config.data.max_length).
 
 Arguments after ':' (comma separated, strict):
   task=listops|text|retrieval|image|pathfinder, mixer=<registered mixer> (bidirectional),

@@ -56,8 +56,12 @@ def generate_splits(sizes: dict[str, int], *, seed: int, length: int, min_length
   seen: set = set()
   out = {}
   for k, split in enumerate(s for s in ('valid', 'test', 'train') if s in sizes):
-    pairs = list(listops.generate(sizes[split], seed=seed + k, min_length=min_length,
-                                  max_length=max_length, max_depth=max_depth,
-                                  max_args=max_args, exclude=seen))
+    pairs = []
+    for pair in listops.generate(sizes[split], seed=seed + k, min_length=min_length,
+                                 max_length=max_length, max_depth=max_depth,
+                                 max_args=max_args, exclude=seen):
+      pairs.append(pair)
+      if len(pairs) % 10_000 == 0:  # the full-size set (100k long trees) takes minutes
+        print(f'  ListOps {split}: {len(pairs):,} / {sizes[split]:,} trees', flush=True)
     out[split] = from_pairs(pairs, length)
   return out
