@@ -50,7 +50,8 @@ Published accuracy (%), LRA Table 1 (ListOps / Text / Retrieval / Image / Pathfi
   52.98 / 53.39 / 41.46 / 66.63 / 46.06; BigBird 36.05 / 64.02 / 59.29 / 40.83 / 74.87 / 55.01
   (all rows: results/lra.py). Small protocol (Skyformer Table 1, 2 layers width 64): softmax
   38.37 / 61.95 / 80.69 / 40.57 / 65.26 / 57.37. AFT: no published LRA numbers.
-Ours: results/lra.py reads the runs; the quick ListOps figures are in the README.
+Ours: no full-size run yet. Quick (softmax, 1,000 steps, 2 min on a shared 2-core CPU): test
+39.6 % against the majority class's 12.2 %; every mixer: results/lra_quick/.
 """
 import math
 
