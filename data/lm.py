@@ -41,6 +41,18 @@ def _local_rows(global_batch: int) -> tuple[int, int]:
   return p * (global_batch // n), global_batch // n
 
 
+def eval_rows(n: int, global_batch: int, max_batches: int | None = None):
+  """For each evaluation batch over n examples: this host's example indices (clipped to n - 1,
+  so the last batch is full) and which of them are real (the rest are masked out)."""
+  first, rows = _local_rows(global_batch)
+  n_batches = -(-n // global_batch)
+  if max_batches is not None:
+    n_batches = min(n_batches, max_batches)
+  for b in range(n_batches):
+    idx = np.arange(b * global_batch, (b + 1) * global_batch)[first:first + rows]
+    yield np.minimum(idx, n - 1), idx < n
+
+
 def train_dataset(data: np.ndarray, seq_len: int, global_batch: int, seed: int):
   """Infinite iterator of this host's {'tokens': [local_batch, seq_len + 1]} with get/set_state."""
   src = Windows(data, seq_len)
@@ -64,13 +76,8 @@ def eval_batches(data: np.ndarray, seq_len: int, global_batch: int, max_batches:
   padded[:len(data)] = data
   mask_all = np.zeros(n_windows * seq_len, np.float32)
   mask_all[:len(data) - 1] = 1.0
-  first, rows = _local_rows(global_batch)
-  n_batches = -(-n_windows // global_batch)
-  if max_batches is not None:
-    n_batches = min(n_batches, max_batches)
-  for b in range(n_batches):
-    idx = np.arange(b * global_batch, (b + 1) * global_batch)[first:first + rows]
-    starts = np.minimum(idx, n_windows - 1) * seq_len
+  for idx, real in eval_rows(n_windows, global_batch, max_batches):
+    starts = idx * seq_len
     tokens = np.stack([padded[s:s + seq_len + 1] for s in starts])
-    mask = np.stack([mask_all[s:s + seq_len] for s in starts]) * (idx < n_windows)[:, None]
+    mask = np.stack([mask_all[s:s + seq_len] for s in starts]) * real[:, None]
     yield {'tokens': tokens, 'mask': mask.astype(np.float32)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from data.lm import _local_rows
+from data.lm import _local_rows, eval_rows
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, max_offset: int) -> np.ndarray:
@@ -37,12 +37,7 @@ def train_dataset(source, global_batch: int, seed: int, max_offset: int):
 
 
 def eval_batches(source, global_batch: int, max_batches: int | None = None):
-  first, rows = _local_rows(global_batch)
-  n_batches = -(-len(source) // global_batch)
-  if max_batches is not None:
-    n_batches = min(n_batches, max_batches)
-  for b in range(n_batches):
-    idx = np.arange(b * global_batch, (b + 1) * global_batch)[first:first + rows]
-    tokens = np.stack([to_tokens(source[min(i, len(source) - 1)]) for i in idx])
-    mask = np.repeat((idx < len(source))[:, None], tokens.shape[1], 1).astype(np.float32)
+  for idx, real in eval_rows(len(source), global_batch, max_batches):
+    tokens = np.stack([to_tokens(source[i]) for i in idx])
+    mask = np.repeat(real[:, None], tokens.shape[1], 1).astype(np.float32)
     yield {'tokens': tokens, 'mask': mask}
