@@ -85,6 +85,7 @@ def get_config(arg=None):
                   mixup=0.0, cutmix=0.0, repeated_aug=1, workers=0, threads=2)
     c.model.update(patch=4, dim=64, num_layers=4, num_heads=4, mlp_dim=128,
                    drop_path_rate=0.0, compute_dtype='float32')
+    c.model.mixer_options.aft_conv.heads = a.heads or c.model.num_heads
     c.batch_size, c.num_epochs, c.num_steps = 64, 1, 600
     c.optim.update(lr=2e-3, warmup_steps=30)
     c.log_every, c.checkpoint_every = 50, 200

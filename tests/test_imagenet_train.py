@@ -149,3 +149,16 @@ def test_vit_without_class_token_and_positions_pools_over_patches():
   x[1] = np.roll(x[0], 4, axis=1)  # one whole patch: the tokens are permuted
   logits = nnx.jit(lambda m, x: m(x))(model, x)
   np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+
+
+# Two of Table 7's rows (mixer, size, kernel, heads) -> the paper's #Params (M); every row is
+# in bench/imagenet_models.py's table (building a 12-layer model costs seconds here).
+TABLE7_PARAMS = {('aft_full', 'tiny', 11, 0): 6.3, ('aft_conv', 'small', 11, 16): 20.3}
+
+
+def test_table7_models_have_the_papers_parameter_counts():
+  for (mixer, size, kernel, heads), paper in TABLE7_PARAMS.items():
+    c = imagenet_config.get_config(f'mixer={mixer},size={size},kernel={kernel},heads={heads}')
+    model = nnx.eval_shape(lambda: imagenet_task.Task(c).build_model(nnx.Rngs(0)))
+    count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert abs(count / 1e6 - paper) <= 0.05, (mixer, size, kernel, heads, count)
