@@ -87,6 +87,12 @@ def ours(paths) -> dict:
 def peer(paths) -> dict:
   import torch
   from PIL import Image
+  # PyPI's torchvision is built for CUDA torch: its C ops (detection only) do not load with
+  # torch+cpu, and its import then fails registering fakes for nms and qnms; defining their
+  # schemas first lets the pure-Python transforms (all the peer uses) import.
+  lib = torch.library.Library('torchvision', 'DEF')  # noqa: F841 -- kept alive below
+  for op in ('nms', 'qnms'):
+    lib.define(f'{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
   from timm.data import create_transform
   torch.set_num_threads(1)
   train_tf = create_transform(224, is_training=True, auto_augment='rand-m9-mstd0.5-inc1',
