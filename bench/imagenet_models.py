@@ -112,6 +112,12 @@ def main() -> int:
              {'error': out.stderr.strip().splitlines()[-1][:200]})
     results.append({'kind': kind, 'row': list(TABLE7)[i], **value})
     print(kind, arg(list(TABLE7)[i]), value, flush=True)
+    write(results, a)  # after each case: a long run interrupted keeps what it measured
+  print(write(results, a))
+  return 0
+
+
+def write(results, a) -> str:
   from bench import system
   lines = [f'Command: `python -m bench.imagenet_models --batch={a.batch} '
            f'--train_batch={a.train_batch} --repeats={a.repeats}`\n',
@@ -138,13 +144,12 @@ def main() -> int:
     lines += [f'| {arg(r["row"])} | ' + (f'{r["images_per_s"]:.1f} |' if 'error' not in r
                                           else f'{r["error"]} |') for r in train_rows]
   text = '\n'.join(lines) + '\n'
-  print(text)
   os.makedirs(a.out, exist_ok=True)
   with open(os.path.join(a.out, 'models_cpu.md'), 'w') as f:
     f.write(text)
   with open(os.path.join(a.out, 'models_cpu.json'), 'w') as f:
     json.dump(results, f, indent=1, default=str)
-  return 0
+  return text
 
 
 if __name__ == '__main__':

@@ -16,8 +16,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-import mixers
 from data.augment import batch as batch_aug
 from data.imagenet import pipeline
 from data.imagenet.sources import open_split
@@ -41,16 +41,25 @@ class Task(BaseTask):
 
   def build_model(self, rngs):
     m, d = self.config.model, self.config.data
-    if self.eval_resolution != d.image_size and 'bias_dim' in mixers.option_defaults(m.mixer):
-      raise ValueError(
-          f'{m.mixer} learns a bias per pair of positions for {d.image_size}x{d.image_size} '
-          f'images, so it cannot run at config.data.eval_resolution={self.eval_resolution}; '
-          f'evaluate at {d.image_size} (the paper evaluates only AFT-conv at 384)')
-    return ViT(num_classes=d.num_classes, image_size=d.image_size, patch=m.patch, dim=m.dim,
-               num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
-               mixer=m.mixer, mixer_options=resolve_mixer_options(m),
-               class_token=m.class_token, position=m.position, pooling=m.pooling,
-               drop_path_rate=m.drop_path_rate, max_image_size=self.eval_resolution, rngs=rngs)
+    vit = lambda size, rngs: ViT(
+        num_classes=d.num_classes, image_size=d.image_size, patch=m.patch, dim=m.dim,
+        num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, mixer=m.mixer,
+        mixer_options=resolve_mixer_options(m), class_token=m.class_token,
+        position=m.position, pooling=m.pooling, drop_path_rate=m.drop_path_rate,
+        max_image_size=size, rngs=rngs)
+    if self.eval_resolution != d.image_size:
+      # Mixers with parameters per position (AFT-full's pair bias, Linformer's projections)
+      # would need other shapes at another length: say so rather than fail on restore.
+      shapes = [jax.tree.map(lambda x: x.shape, nnx.state(nnx.eval_shape(
+          lambda size=size: vit(size, nnx.Rngs(0))), nnx.Param))
+                for size in (d.image_size, self.eval_resolution)]
+      if shapes[0] != shapes[1]:
+        raise ValueError(
+            f'{m.mixer} has parameters per position, learned for {d.image_size}x'
+            f'{d.image_size} images, so it cannot run at config.data.eval_resolution='
+            f'{self.eval_resolution}; evaluate at {d.image_size} (the paper evaluates only '
+            f'AFT-conv at 384)')
+    return vit(self.eval_resolution, rngs)
 
   @functools.cache
   def split(self, name: str):
