@@ -16,7 +16,6 @@ Each side runs in its own single-threaded process; the ratio is per core.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess

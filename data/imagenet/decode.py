@@ -49,8 +49,6 @@ def crop_resize(data: bytes, box, out_size: tuple[int, int], name: str = '<bytes
     im, box = _draft(im, box, out_size)
     im = im.convert('RGB')
     return np.asarray(im.resize(out_size, resample, box=box))
-  except UnreadableImage:
-    raise
   except Exception as e:  # truncated or corrupt data surfaces only when decoding
     raise UnreadableImage(f'{name}: cannot be decoded ({type(e).__name__}: {e})') from e
 
