@@ -113,7 +113,7 @@ def main(argv):
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, "The run's config file.", lock_config=True)
   flags.DEFINE_string('workdir', None, 'The run directory.')
-  flags.DEFINE_enum('split', 'valid', ['valid', 'test'], 'Split to evaluate.')
+  flags.DEFINE_enum('split', 'valid', ['valid', 'validation', 'test'], 'Split to evaluate.')
   flags.DEFINE_integer('sample', 0, 'Instead of evaluating, draw this many samples (images: a '
                        'PNG grid in workdir).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')

@@ -2,3 +2,4 @@
 from models.causal_lm import CausalLM, generate
 from models.encoder import Encoder, pool
 from models.lra import Classifier, DualEncoder
+from models.vit import ViT
