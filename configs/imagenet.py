@@ -39,7 +39,7 @@ quick: scikit-learn's bundled handwritten digits (1797 8x8 images, 10 classes), 
 """
 from ml_collections.config_dict import placeholder
 
-from configs.common import base_config, mixer_table, parse_arg
+from configs.common import LAYOUT, base_config, mixer_table, parse_arg
 
 SIZES = {'tiny': (12, 192, 3), 'small': (12, 384, 6)}
 TRAIN_IMAGES = 1_281_167
@@ -67,7 +67,7 @@ def get_config(arg=None):
   c.model = dict(mixer=a.mixer, patch=16, dim=dim, num_layers=layers, num_heads=heads,
                  mlp_dim=4 * dim, class_token=not conv, position=not conv,
                  pooling='mean' if conv else 'cls', drop_path_rate=0.1,
-                 compute_dtype='bfloat16')
+                 compute_dtype='bfloat16', **LAYOUT)
   c.model.mixer_options = mixer_table(presets)
   c.batch_size, c.num_epochs = 1024, 300
   steps_per_epoch = TRAIN_IMAGES // c.batch_size

@@ -55,7 +55,7 @@ Ours: no full-size run yet. Quick (softmax, 1,000 steps, 2 min on a shared 2-cor
 """
 import math
 
-from configs.common import base_config, mixer_table, parse_arg
+from configs.common import LAYOUT, base_config, mixer_table, parse_arg
 
 TASK_NAMES = ('listops', 'text', 'retrieval', 'image', 'pathfinder')
 VARIANTS = ('paper', 'released', 'small')
@@ -147,7 +147,7 @@ def get_config(arg=None):
   c.model = dict(mixer=a.mixer, dim=s['dim'], num_layers=s['layers'], num_heads=s['heads'],
                  mlp_dim=s['mlp'], head_dim=s['head'], pooling=s['pooling'],
                  position=s['position'], dropout_rate=s['dropout'],
-                 interaction=s['interaction'], compute_dtype='float32')
+                 interaction=s['interaction'], compute_dtype='float32', **LAYOUT)
   c.model.mixer_options = mixer_table(presets)
   c.batch_size = s['batch']
   if s.get('steps'):

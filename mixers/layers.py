@@ -41,7 +41,11 @@ def activation_sharding(*names: str) -> NamedSharding | None:
   rules = dict(spmd.get_logical_axis_rules())
   if jax.sharding.get_abstract_mesh().empty or not any(n in rules for n in names):
     return None
-  return NamedSharding(jax.sharding.get_mesh(), P(*(rules.get(n) for n in names)))
+  spec = P(*(rules.get(n) for n in names))
+  try:
+    return NamedSharding(jax.sharding.get_mesh(), spec)
+  except ValueError:  # built under a trace (nnx.eval_shape): the abstract mesh has the axes
+    return NamedSharding(jax.sharding.get_abstract_mesh(), spec)
 
 
 def constrain(x: jax.Array, sharding: NamedSharding | None) -> jax.Array:

@@ -127,6 +127,11 @@ class Stack(nnx.Module):
   def __len__(self):
     return self.num_layers
 
+  def layer_modules(self) -> list:
+    """The modules whose Python attributes define the layers: each Block when looped, the one
+    stacked Block when scanned (setting an attribute there sets it for every layer)."""
+    return [self.layers] if self.scan else list(self.layers)
+
   def __getitem__(self, i):
     """Layer i as a Block (a copy of its slice in the scanned layout)."""
     if not self.scan:

@@ -40,7 +40,7 @@ class PooledEncoder(nnx.Module):
   def __init__(self, *, vocab_size: int, dim: int, num_layers: int, num_heads: int,
                mlp_dim: int, length: int, mixer: str, mixer_options: dict | None = None,
                pooling: str = 'cls', position: str = 'learned', dropout_rate: float = 0.0,
-               rngs: nnx.Rngs):
+               scan_layers: bool = False, remat: str = 'none', rngs: nnx.Rngs):
     if pooling not in POOLING:
       raise ValueError(f'model.pooling must be one of {POOLING}, got {pooling!r}')
     if position not in POSITIONS:
@@ -59,7 +59,8 @@ class PooledEncoder(nnx.Module):
     try:
       self.encoder = Encoder(dim=dim, num_layers=num_layers, num_heads=num_heads,
                              mlp_dim=mlp_dim, max_len=max_len, mixer=mixer,
-                             mixer_options=mixer_options, dropout_rate=dropout_rate, rngs=rngs)
+                             mixer_options=mixer_options, dropout_rate=dropout_rate,
+                             scan_layers=scan_layers, remat=remat, rngs=rngs)
     except (ValueError, TypeError, NotImplementedError) as e:
       raise type(e)(f'mixer {mixer!r} in bidirectional mode (causal=False) at length {max_len} '
                     f'(the data length {length}{" + the class token" if pooling == "cls" else ""})'

@@ -43,7 +43,8 @@ class ViT(nnx.Module):
                num_layers: int, num_heads: int, mlp_dim: int, mixer: str,
                mixer_options: dict | None = None, class_token: bool = True,
                position: bool = True, pooling: str = 'cls', drop_path_rate: float = 0.0,
-               max_image_size: int | None = None, channels: int = 3, rngs: nnx.Rngs):
+               max_image_size: int | None = None, channels: int = 3, scan_layers: bool = False,
+               remat: str = 'none', rngs: nnx.Rngs):
     if pooling == 'cls' and not class_token:
       raise ValueError("pooling='cls' needs class_token=True (or use pooling='mean')")
     self.patch, self.pooling = patch, pooling
@@ -65,10 +66,11 @@ class ViT(nnx.Module):
                          kernel_init=nnx.initializers.truncated_normal(0.02))
     self.encoder = Encoder(dim=dim, num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
                            max_len=largest * largest + int(class_token), mixer=mixer,
-                           mixer_options=options, drop_path_rate=drop_path_rate, rngs=rngs)
+                           mixer_options=options, drop_path_rate=drop_path_rate,
+                           scan_layers=scan_layers, remat=remat, rngs=rngs)
 
   def _set_grid(self, grid):
-    for block in self.encoder.blocks.layers:
+    for block in self.encoder.blocks.layer_modules():
       if getattr(block.mixer, 'spatial_shape', None) is not None:
         block.mixer.spatial_shape = grid  # a Python attribute: the grid this call runs at
 

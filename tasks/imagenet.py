@@ -21,6 +21,7 @@ from flax import nnx
 from data.augment import batch as batch_aug
 from data.imagenet import pipeline
 from data.imagenet.sources import open_split
+from models.blocks import stack_options
 from models.vit import ViT
 from tasks.base import Task as BaseTask, resolve_mixer_options
 
@@ -46,7 +47,7 @@ class Task(BaseTask):
         num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, mixer=m.mixer,
         mixer_options=resolve_mixer_options(m), class_token=m.class_token,
         position=m.position, pooling=m.pooling, drop_path_rate=m.drop_path_rate,
-        max_image_size=size, rngs=rngs)
+        max_image_size=size, rngs=rngs, **stack_options(m))
     if self.eval_resolution != d.image_size:
       # Mixers with parameters per position (AFT-full's pair bias, Linformer's projections)
       # would need other shapes at another length: say so rather than fail on restore.

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from data.lra import image, listops, pathfinder, pipeline, retrieval, text
+from models.blocks import stack_options
 from models.lra import Classifier, DualEncoder
 from tasks.base import Task as BaseTask, resolve_mixer_options
 
@@ -104,7 +105,8 @@ class Task(BaseTask):
                   head_dim=m.head_dim, dim=m.dim, num_layers=m.num_layers,
                   num_heads=m.num_heads, mlp_dim=m.mlp_dim, length=self.length,
                   mixer=m.mixer, mixer_options=resolve_mixer_options(m), pooling=m.pooling,
-                  position=m.position, dropout_rate=m.dropout_rate, rngs=rngs)
+                  position=m.position, dropout_rate=m.dropout_rate, rngs=rngs,
+                  **stack_options(m))
     if self.spec.pair:
       return DualEncoder(interaction=m.interaction, **kwargs)
     return Classifier(**kwargs)
