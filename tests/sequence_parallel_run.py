@@ -76,7 +76,7 @@ def main(zip_path, workdir):
   assert jax.device_count() == 8, jax.devices()
   out = {'mixers': mixer_cases(),
          'no_path': refusal('linformer', {}),
-         'no_reach': refusal('strided', dict(stride=4, block=4)),
+         'no_reach': refusal('strided', dict(stride=8, block=4)),
          'too_wide': refusal('aft_local', dict(window=9), length=32)}
   # The reference run's training; its evaluations and checkpoints do not change the losses.
   config = tiny_config(zip_path, mesh=dict(data=2, fsdp=1, sequence=4, tensor=1),
