@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aft.banded import NEG, banded, block_size, causal_diag, lse_merge, shift, simple_causal
+from aft.sequence_parallel import sharded_aft
+from mixers import sequence_parallel as sp
 
 _f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
 
@@ -19,6 +21,9 @@ _f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
 def aft_simple(q, k, v, *, causal: bool):
   """Eq. 5: sigmoid(Q_t) * sum_t' softmax_t'(K) V_t'. O(T d); causal by a log-sum-exp
   scan (associative, over block summaries, and by doubling inside each block)."""
+  if sp.shards() > 1:
+    return sharded_aft(lambda q, k, v, _: aft_simple(q, k, v, causal=causal), q, k, v,
+                       left=0, right=0, causal=causal)
   dtype = q.dtype
   q, k, v = _f32(q, k, v)
   if causal:
@@ -136,6 +141,12 @@ def aft_local(q, k, v, w, *, window: int, causal: bool):
   if window == 0:
     return aft_simple(q, k, v, causal=causal)
   left = min(window, T) - 1
+  if sp.shards() > 1:
+    def mix(q, k, v, positions, *w):
+      return aft_local(q, k, v, _bias_at(w, positions, T), window=window, causal=causal)
+    # The band unclipped: the summaries of far keys must lie outside every device's band.
+    return sharded_aft(mix, q, k, v, w if isinstance(w, tuple) else (w,), left=window - 1,
+                       right=window - 1, causal=causal)
   right = 0 if causal else left
   c = block_size(left, T)
   dtype = q.dtype
@@ -157,17 +168,21 @@ def aft_conv(q, k, v, w, *, causal: bool, spatial_shape: tuple[int, int] | None 
   q, k, v, w = _f32(q, k, v, w)
   B, T, d = q.shape
   h, s = w.shape[:2]
-  v = v.reshape(B, T, h, d // h)
-  if spatial_shape is None:
+  if spatial_shape is not None:
+    sp.unsupported('aft_conv (2-D, spatial_shape)')
+    y = _conv2d(k, v.reshape(B, T, h, d // h), w, spatial_shape)
+  else:
     off = s - 1 if causal else (s - 1) // 2
+    if sp.shards() > 1:  # taps depend on t' - t only: positions are not needed
+      return sharded_aft(lambda q, k, v, _, w: aft_conv(q, k, v, w, causal=causal), q, k, v,
+                         (w,), left=off, right=s - 1 - off, causal=causal).astype(dtype)
     left, right = min(off, T - 1), min(s - 1 - off, T - 1)
     c = block_size(max(left, right), T)
     delta = jnp.arange(c)[None, :] - jnp.arange(c)[:, None]  # t' - t inside a block
     blocks = {o: w.T[jnp.clip(delta + o * c + off, 0, s - 1)][None]
               for o in ((-1, 0) if causal else (-1, 0, 1))}
-    y = banded(k[..., None], v, blocks, left=left, right=right, causal=causal)
-  else:
-    y = _conv2d(k, v, w, spatial_shape)
+    y = banded(k[..., None], v.reshape(B, T, h, d // h), blocks, left=left, right=right,
+               causal=causal)
   return (jax.nn.sigmoid(q) * y.reshape(B, T, d)).astype(dtype)
 
 
@@ -196,6 +211,14 @@ def _conv2d(k, v, w, spatial_shape):
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=z.shape[-1])
   out = (z.sum(axis=(1, 2), keepdims=True) * jnp.exp(-mw)[head] + conv).reshape(B, T, -1)
   return out[..., :h * dh].reshape(B, T, h, dh) / out[..., h * dh:, None]
+
+
+def _bias_at(w, positions, T):
+  """The bias (dense [T, T] in a 1-tuple, or factors (u, v)) between these global positions;
+  positions outside 0..T-1 (padding, halos past the ends) take a clipped row: their keys
+  have weight 0."""
+  i = jnp.clip(positions, 0, T - 1)
+  return w[0][i][:, i] if len(w) == 1 else (w[0][i], w[1][i])
 
 
 def _pair_blocks(w, T, c, offsets):

@@ -100,6 +100,7 @@ class AFTLocal(_PairBias):
   """AFT-local (Eq. 4): learned bias inside |t - t'| < window, 0 outside; window=0 is AFT-simple."""
 
   name = 'aft_local'
+  sequence_parallel = True  # aft/sequence_parallel.py (AFT-conv: 1-D)
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs, window: int = 32, bias_dim: int | None = 64):
@@ -129,6 +130,7 @@ class AFTSimple(_AFT):
   """AFT-simple (Eq. 5); decodes with O(dim) state."""
 
   name = 'aft_simple'
+  sequence_parallel = True  # aft/sequence_parallel.py (AFT-conv: 1-D)
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs):
@@ -151,6 +153,7 @@ class AFTConv(_AFT):
   gamma = beta = 0 at init, so training starts from AFT-simple per head."""
 
   name = 'aft_conv'
+  sequence_parallel = True  # aft/sequence_parallel.py (AFT-conv: 1-D)
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs, heads: int | None = None, window: int = 11,

@@ -52,14 +52,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, schedule='rsqrt', warmup_steps=4000, b1=0.9, b2=0.98, eps=1e-9,
       weight_decay=0.1, grad_clip=1.0))
-  # Data parallel over every device; FSDP is mesh.data=1, mesh.fsdp=-1.
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Data parallel over every device; FSDP is mesh.data=1, mesh.fsdp=-1; mesh.sequence=n splits
+  # each sequence over n devices (mixers with an exact path; see mixers/sequence_parallel.py).
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, sequence=1, tensor=1))
   # Logical axis name -> mesh axes (None: replicated): parameters' axes, then activations'.
   c.axis_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('heads', 'tensor'),
-                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', None), ('layers', None),
-                  ('activation_batch', ('data', 'fsdp')), ('activation_length', None),
-                  ('activation_embed', None), ('activation_heads', 'tensor'),
-                  ('activation_mlp', 'tensor'))
+                  ('mlp', 'tensor'), ('vocab', 'tensor'), ('length', 'sequence'),
+                  ('layers', None), ('activation_batch', ('data', 'fsdp')),
+                  ('activation_length', 'sequence'), ('activation_embed', None),
+                  ('activation_heads', 'tensor'), ('activation_mlp', 'tensor'))
   return c
 
 

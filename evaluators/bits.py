@@ -16,7 +16,8 @@ class Evaluator:
 
   def __init__(self, task, run, *, split: str = 'valid', max_batches: int | None = None):
     self.task, self.run_ctx, self.split, self.max_batches = task, run, split, max_batches
-    self._sums = jax.jit(lambda params, buffers, batch: task.nll(run.model(params, buffers), batch))
+    self._sums = run.in_mesh(jax.jit(
+        lambda params, buffers, batch: task.nll(run.model(params, buffers), batch)))
 
   def run(self, state, final: bool = False):
     """final: the whole split, whatever max_batches says (the number a run ends on)."""

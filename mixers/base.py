@@ -7,8 +7,12 @@ with x_t, y_t: [batch, 1, dim], matching the parallel form.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 from flax import nnx
+
+from mixers import sequence_parallel
 
 
 class Buffer(nnx.Variable):
@@ -21,9 +25,20 @@ class Buffer(nnx.Variable):
 
 
 class Mixer(nnx.Module):
-  """Base class: subclasses implement __call__ and, where they can, decoding."""
+  """Base class: subclasses implement __call__ and, where they can, decoding.
+
+  sequence_parallel: True where __call__ has an exact path for a length split over the
+  mesh's 'sequence' devices (mixers/sequence_parallel.py); every other mixer's __call__
+  raises there, naming itself and the mesh setting, rather than gather the whole sequence.
+  """
 
   causal: bool = False
+  sequence_parallel: bool = False
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    if '__call__' in cls.__dict__:
+      cls.__call__ = _refuse_sharded_length(cls.__dict__['__call__'])
 
   def __call__(self, x: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
     """rng is given in training mode only (dropout-like noise); None = deterministic."""
@@ -41,6 +56,15 @@ class Mixer(nnx.Module):
     `key` is folded from the step number, so a resumed run updates Buffers
     exactly as an uninterrupted one. Default: nothing to update.
     """
+
+
+def _refuse_sharded_length(call):
+  @functools.wraps(call)
+  def checked(self, *args, **kwargs):
+    if not type(self).sequence_parallel:
+      sequence_parallel.unsupported(getattr(type(self), 'registered_name', type(self).__name__))
+    return call(self, *args, **kwargs)
+  return checked
 
 
 def update_all_buffers(model: nnx.Module, step: jax.Array, key: jax.Array) -> None:

@@ -19,6 +19,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from mixers import sequence_parallel as sp
+
+_NEG = float(jnp.finfo(jnp.float32).min)
+
 
 def upcast(x: jax.Array) -> jax.Array:
   """At least float32: exponentials and sums never run in bfloat16; float64 stays."""
@@ -150,7 +154,7 @@ def _merge(a, length):
 
 
 def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: int = 128,
-                     block_size: int = 1024):
+                     block_size: int = 1024, state=None, num_valid=None):
   """Linear attention with phi = `features` (x -> (feat, logscale)) on [..., L, d] inputs.
 
   Runs over blocks of `block_size` positions with lax.scan, each step
@@ -159,12 +163,18 @@ def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: i
   O(L d + block_size (m + c) + (block_size/c) m dv). Causal: each block continues
   `causal_chunks` from the previous block's state (no per-position step).
   Bidirectional: one pass sums the key summaries, a second reads them.
+
+  state: causal, the keys before these (sequence parallelism); bidirectional, the key
+  summary to read instead of this block's own. num_valid: only the first num_valid keys
+  count (bidirectional; the rest is padding).
   """
   length = q.shape[-2]
   size = min(block_size, length)
   qb, kb, vb = (_split(a, size) for a in (q, k, v))
-  m = jax.eval_shape(features, q[..., :1, :])[0].shape[-1]
-  state = init_state(q.shape[:-2], m, v.shape[-1], jnp.result_type(q, v, jnp.float32))
+  given = state is not None
+  if not given:
+    state = init_state(q.shape[:-2], feature_count(features, q), v.shape[-1],
+                       jnp.result_type(q, v, jnp.float32))
   if causal:
     # Zero padding comes after every real query: it changes only the final state.
     def step(state, block):
@@ -175,16 +185,74 @@ def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: i
       return state, y
     return _merge(jax.lax.scan(jax.checkpoint(step), state, (qb, kb, vb))[1], length)
 
+  if not given:
+    state = key_state(k, v, features, block_size=block_size, num_valid=num_valid)
+  read = jax.checkpoint(lambda q_b: _read(features(q_b)[0], state['kv'], v.dtype))
+  return _merge(jax.lax.map(read, qb), length)
+
+
+def feature_count(features: Callable, x) -> int:
+  """m, the number of features `features` makes of x's rows."""
+  return jax.eval_shape(features, x[..., :1, :])[0].shape[-1]
+
+
+def combine_states(a, b):
+  """Two key summaries (init_state's form) added: the state after a's keys then b's."""
+  scale, kv = _combine((a['scale'][..., None, None], a['kv']), (b['scale'][..., None, None],
+                                                                  b['kv']))
+  return {'kv': kv, 'scale': scale[..., 0, 0]}
+
+
+def key_state(k, v, features: Callable, *, block_size: int = 1024, num_valid=None):
+  """The key summary of all of k, v (init_state's form), in blocks of block_size keys so no
+  L x m tensor is formed; only the first num_valid keys count when given."""
+  length = k.shape[-2]
+  size = min(block_size, length)
+  state = init_state(k.shape[:-2], feature_count(features, k), v.shape[-1],
+                     jnp.result_type(k, v, jnp.float32))
+
   def add_keys(state, block):
     k_b, v_b, real = block
     k_feat, k_logscale = features(k_b)
-    # Padded keys get weight exp(-inf) = 0.
-    k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, -jnp.inf)
-    scale, kv = _key_summary(k_feat, v_b, k_logscale)
-    scale, kv = _combine((state['scale'][..., None, None], state['kv']),
-                         (scale[..., None, None], kv))
-    return {'kv': kv, 'scale': scale[..., 0, 0]}, None
-  real = _split(jnp.ones((length, 1), bool), size)[..., 0]
-  kv = jax.lax.scan(jax.checkpoint(add_keys), state, (kb, vb, real))[0]['kv']
-  read = jax.checkpoint(lambda q_b: _read(features(q_b)[0], kv, v.dtype))
-  return _merge(jax.lax.map(read, qb), length)
+    # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
+    # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
+    k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
+    scale, kv = _key_summary(k_feat * real[..., None], v_b, k_logscale)
+    return combine_states(state, {'kv': kv, 'scale': scale}), None
+  valid = length if num_valid is None else num_valid
+  real = _split((jnp.arange(length) < valid)[:, None], size)[..., 0]
+  return jax.lax.scan(jax.checkpoint(add_keys), state, (_split(k, size), _split(v, size), real))[0]
+
+
+def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: bool,
+                       chunk_size: int = 128, block_size: int = 1024):
+  """kernel_attention over [batch, length, heads, d] arrays, features = make_features(*params).
+
+  Runs head-major inside (contractions over length need no transposed copy of the
+  features). When the mesh splits the length over sequence devices, each device runs its
+  own positions from a key summary of the others (`_sequence_shard`).
+  """
+  def run(shard, q, k, v, *params):
+    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+    args = (q, k, v, make_features(*params))
+    kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size)
+    y = kernel_attention(*args, **kw) if shard is None else _sequence_shard(shard, *args, **kw)
+    return jnp.swapaxes(y, 1, 2)
+  if sp.shards() == 1:
+    return run(None, q, k, v, *params)
+  return sp.sharded(run, (q, k, v), params)
+
+
+def _sequence_shard(shard, q, k, v, features, *, causal, chunk_size, block_size):
+  """One sequence device's part: causal, it continues from the key state of the devices
+  before it (an exclusive scan of their summaries, m x (dv + 1) each); bidirectional, it
+  reads the sum of every device's summary."""
+  mine = key_state(k, v, features, block_size=block_size,
+                   num_valid=None if causal else shard.valid)
+  if causal:
+    empty = {'kv': jnp.zeros_like(mine['kv']), 'scale': jnp.full_like(mine['scale'], -jnp.inf)}
+    state = sp.exclusive_scan(combine_states, mine, empty, shard)
+  else:
+    state = sp.all_combine(mine, 'scale')
+  return kernel_attention(q, k, v, features, causal=causal, chunk_size=chunk_size,
+                          block_size=block_size, state=state)

@@ -11,7 +11,7 @@ import jax
 from flax import nnx
 
 from mixers.base import Mixer, check_length
-from mixers.kernel_attention import init_state, kernel_attention, linear_attention_step
+from mixers.kernel_attention import attention_by_heads, init_state, linear_attention_step
 from mixers.layers import linear
 from mixers.registry import register
 
@@ -20,6 +20,7 @@ FEATURES = {'elu': lambda x: jax.nn.elu(x) + 1.0, 'relu': jax.nn.relu}
 
 @register('linear')
 class LinearAttention(Mixer):
+  sequence_parallel = True
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool, rngs: nnx.Rngs,
                feature_map: str = 'elu', chunk_size: int = 128, block_size: int = 1024):
@@ -36,15 +37,15 @@ class LinearAttention(Mixer):
     return FEATURES[self.feature_map](x), None  # (features, log-scale): no scale needed
 
   def _heads(self, x):
-    """[B, T, dim] -> [B, H, T, dh], the engine's head-major layout."""
-    return x.reshape(*x.shape[:2], self.num_heads, -1).transpose(0, 2, 1, 3)
+    """[B, T, dim] -> [B, T, H, dh]."""
+    return x.reshape(*x.shape[:2], self.num_heads, -1)
 
   def __call__(self, x, *, rng=None):
     check_length(x.shape[1], self.max_len, 'linear')
     q, k, v = (self._heads(f(x)) for f in (self.q, self.k, self.v))
-    y = kernel_attention(q, k, v, self._phi, causal=self.causal, chunk_size=self.chunk_size,
-                         block_size=self.block_size)
-    return self.out(y.transpose(0, 2, 1, 3).reshape(x.shape))
+    y = attention_by_heads(q, k, v, lambda: self._phi, causal=self.causal,
+                           chunk_size=self.chunk_size, block_size=self.block_size)
+    return self.out(y.reshape(x.shape))
 
   def init_cache(self, batch: int, max_len: int):
     if not self.causal:
@@ -55,6 +56,6 @@ class LinearAttention(Mixer):
 
   def step(self, x_t, cache):
     """One position with an O(1) state: the dh x dh sum and the normaliser."""
-    q, k, v = (self._heads(f(x_t))[:, :, 0] for f in (self.q, self.k, self.v))
+    q, k, v = (self._heads(f(x_t))[:, 0] for f in (self.q, self.k, self.v))
     y, cache = linear_attention_step(self._phi(q)[0], self._phi(k)[0], v, cache)
     return self.out(y.reshape(x_t.shape)), cache

@@ -29,6 +29,7 @@ def register(name: str) -> Callable[[type], type]:
     if name in _REGISTRY:
       raise ValueError(f'mixer {name!r} is registered twice')
     _REGISTRY[name] = cls
+    cls.registered_name = name
     return cls
   return wrap
 

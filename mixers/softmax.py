@@ -6,9 +6,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mixers.base import Mixer, check_length
+from mixers import sequence_parallel as sp
 from mixers.chunked_softmax import chunked_softmax_attention
 from mixers.layers import linear
 from mixers.registry import register
+from mixers.ring_softmax import ring_softmax_attention
 
 
 IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'chunked')
@@ -49,6 +51,8 @@ def softmax_attention(q, k, v, *, causal: bool, implementation: str | None = Non
   choose_implementation.
   """
   check_options(implementation, chunk_size)
+  if sp.shards() > 1:  # the length is split over devices: ring attention, whatever the backend
+    return ring_softmax_attention(q, k, v, causal=causal, chunk_size=chunk_size)
   implementation = implementation or choose_implementation(q, chunk_size)
   if implementation == 'chunked':
     return chunked_softmax_attention(q, k, v, causal=causal, chunk_size=chunk_size)
@@ -62,7 +66,10 @@ class SoftmaxAttention(Mixer):
 
   Options: implementation (see softmax_attention; None = automatic) and
   chunk_size (the chunked path's block length, also the automatic dense limit).
+  With the length split over sequence devices it runs ring attention (mixers/ring_softmax.py).
   """
+
+  sequence_parallel = True
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs, implementation: str | None = None, chunk_size: int = 512):

@@ -15,13 +15,20 @@ from flax import nnx
 
 from mixers import sparse_patterns as patterns
 from mixers.base import Mixer, check_length
+from mixers import sequence_parallel as sp
 from mixers.block_sparse import block_sparse_attention, masked_attention
+from mixers.halo_attention import halo_attention
 from mixers.layers import linear
 from mixers.registry import register
 
 
 class SparseAttention(Mixer):
-  """Projections around the block-sparse engine; subclasses choose the pattern."""
+  """Projections around the block-sparse engine; subclasses choose the pattern.
+
+  With the length split over sequence devices, patterns with a finite reach (local, a
+  Longformer window without global positions) run with halos; the others refuse."""
+
+  sequence_parallel = True
 
   def __init__(self, pattern: patterns.Pattern, *, dim: int, max_len: int, rngs: nnx.Rngs):
     self.name, h = pattern.name, pattern.num_heads
@@ -36,8 +43,13 @@ class SparseAttention(Mixer):
 
   def __call__(self, x, *, rng=None):
     check_length(x.shape[1], self.max_len, self.name)
+    if sp.shards() > 1 and self.pattern.reach() is None:
+      sp.unsupported(self.name)
     q, k, v = (self._heads(f(x)) for f in (self.q, self.k, self.v))
-    y = block_sparse_attention(q, k, v, self.pattern.layout(x.shape[1]))
+    if sp.shards() > 1:
+      y = halo_attention(q, k, v, self.pattern, chunk_size=self.pattern.block)
+    else:
+      y = block_sparse_attention(q, k, v, self.pattern.layout(x.shape[1]))
     return self.out(y.reshape(x.shape))
 
   def init_cache(self, batch: int, max_len: int):

@@ -65,6 +65,12 @@ class Pattern:
     """Non-global positions a decoding step must keep; None: the pattern does not decode."""
     return None
 
+  def reach(self) -> tuple[int, int] | None:
+    """(back, ahead): every allowed key lies within q - back .. q + ahead; None when keys
+    can be anywhere (strided, global, random blocks). A finite reach is what lets a sequence
+    split over devices run with halos (mixers/halo_attention.py)."""
+    return None
+
   @functools.lru_cache(maxsize=32)
   def layout(self, length: int) -> Layout:
     nq = -(-length // self.block)
@@ -98,6 +104,10 @@ class Local(Pattern):
 
   def decode_ring(self, max_len):
     return (self.neighbours + 1) * self.block
+
+  def reach(self):
+    back = (self.neighbours + 1) * self.block - 1
+    return back, 0 if self.causal else back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +228,12 @@ class Longformer(Pattern):
                   f'dilation must be an int >= 1 or one per head ({self.num_heads}), got {d}')
     self._require(self.window >= 0, f'window must be >= 0, got {self.window}')
     self._require(self.num_global >= 0, f'num_global must be >= 0, got {self.num_global}')
+
+  def reach(self):
+    if self.num_global:
+      return None
+    back = self.window * max(self.dilation)
+    return back, 0 if self.causal else back
 
   def allowed(self, q, k):
     d = _per_head(self.dilation, np.ndim(q))

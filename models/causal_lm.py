@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mixers import sequence_parallel
 from mixers.base import check_length
 from mixers.layers import layer_norm, linear, sharding_scope
 from models.blocks import Stack, dropout
@@ -60,6 +61,7 @@ class CausalLM(nnx.Module):
       x = jnp.concatenate([start, x[:, :-1]], axis=1)
     if self.pos is not None:
       x = x + self.pos[:length]
+    x = sequence_parallel.constrain(x)  # positions over the sequence devices, when any
     keys = (None, None) if rng is None else jax.random.split(rng)
     x = self.blocks(dropout(x, self.dropout_rate, keys[0]), rng=keys[1])
     return self.head(self.norm(x)).astype(jnp.float32)

@@ -17,6 +17,8 @@ from performer.features import KERNELS, feature_map, random_projection
 class Performer(Mixer):
   """FAVOR+ (Choromanski et al. 2021); the paper's defaults: m = 256, orthogonal."""
 
+  sequence_parallel = True
+
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs, num_features: int = 256, kernel: str = 'softmax',
                orthogonal: bool = True, redraw_every: int = 0, chunk_size: int = 128,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from evaluators.units import bits
+from mixers import sequence_parallel
 from models import CausalLM
 from models.blocks import stack_options
 from models.flops import TRAIN_FACTOR, causal_lm_flops
@@ -50,7 +51,10 @@ class CausalLMTask(Task):
     tokens = batch['tokens']
     inputs, targets = (tokens, tokens) if self.start_token else (tokens[:, :-1], tokens[:, 1:])
     losses = optax.softmax_cross_entropy_with_integer_labels(model(inputs, rng=rng), targets)
-    return losses, batch.get('mask', jnp.ones_like(losses))
+    # Losses and their token counts stay split along the length like the activations; the
+    # sums below reduce over the sequence devices.
+    mask = batch.get('mask', jnp.ones_like(losses))
+    return sequence_parallel.constrain(losses), sequence_parallel.constrain(mask)
 
   def nll(self, model, batch):
     losses, mask = self._token_losses(model, batch)

@@ -1,9 +1,11 @@
 """One global mesh from the config; logical axis names on parameters map to mesh axes by rules.
 
-config.mesh = {'data': -1, 'fsdp': 1, 'tensor': 1} is data parallel over every
-device; {'data': 1, 'fsdp': -1, 'tensor': 1} shards parameters (FSDP). The
-rules (config.axis_rules) map logical names ('batch', 'embed', 'mlp', ...) to
-these axes, so the parallelism is a config change.
+config.mesh = {'data': -1, 'fsdp': 1, 'sequence': 1, 'tensor': 1} is data parallel over
+every device; {'data': 1, 'fsdp': -1, ...} shards parameters (FSDP); 'sequence': n splits
+each sequence's positions over n devices (sequence parallelism, mixers/sequence_parallel.py).
+The rules (config.axis_rules) map logical names ('batch', 'embed', 'mlp', 'length', ...) to
+these axes, so the parallelism is a config change. A mesh without a 'sequence' entry (an
+older config) has sequence=1.
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ('data', 'fsdp', 'tensor')
+MESH_AXES = ('data', 'fsdp', 'sequence', 'tensor')
+OPTIONAL = {'sequence': 1}  # axes an older config may lack
 
 
 def make_mesh(shape_cfg) -> jax.sharding.Mesh:
-  sizes = [int(shape_cfg[a]) for a in MESH_AXES]
+  sizes = [int(shape_cfg[a]) if a in shape_cfg else OPTIONAL[a] for a in MESH_AXES]
   n = jax.device_count()
   if sizes.count(-1) > 1:
     raise ValueError(f'config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}')

@@ -63,8 +63,17 @@ class Run:
   def to_global(self, batch: dict) -> dict:
     return mesh_lib.to_global(batch, self.batch_sharding)
 
+  def in_mesh(self, fn):
+    """fn traced and run inside this run's mesh: mixers see it (a sequence split over the
+    'sequence' axis takes their sequence-parallel paths)."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+      with jax.set_mesh(self.mesh):
+        return fn(*args, **kwargs)
+    return call
+
   @functools.cached_property
   def train_step(self):
-    return state_lib.make_train_step(self.task.loss, self.model, self.tx, self.lr_fn,
-                                     self.config.seed, self.state_sharding, self.batch_sharding,
-                                     self.accum_steps, self.task.loss_weight)
+    return self.in_mesh(state_lib.make_train_step(
+        self.task.loss, self.model, self.tx, self.lr_fn, self.config.seed, self.state_sharding,
+        self.batch_sharding, self.accum_steps, self.task.loss_weight))
