@@ -34,7 +34,7 @@ class Evaluator:
       logits = task.logits(run.model(params, buffers), batch)
       mask = batch.get('mask', jnp.ones(logits.shape[0], jnp.float32))
       return counts(logits, batch['label'], mask, self.top_k)
-    self._counts = jax.jit(batch_counts)
+    self._counts = run.in_mesh(jax.jit(batch_counts))
 
   def run(self, state, final: bool = False):
     rows = [self._counts(state['params'], state['buffers'], self.run_ctx.to_global(b))

@@ -50,7 +50,7 @@ class FixedModel:
 
 
 FAKE_RUN = types.SimpleNamespace(model=lambda params, buffers: FAKE_RUN.fixed,
-                                 to_global=lambda b: b)
+                                 to_global=lambda b: b, in_mesh=lambda fn: fn)
 STATE = {'params': {}, 'buffers': {}}
 
 

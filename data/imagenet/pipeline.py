@@ -23,6 +23,7 @@ from PIL import Image
 from data.augment import host, randaugment
 from data.imagenet.decode import UnreadableImage, center_box, crop_resize, image_size
 from data.lm import _local_rows
+from data.workers import grain_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def train_dataset(source, global_batch: int, seed: int, *, size: int, scale=(0.0
         .batch(rows, drop_remainder=True))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * rows))
   if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                        worker_init_fn=grain_worker_init)
   return iter(it)
 
 
