@@ -65,11 +65,14 @@ def assert_same_end(config, reference, workdir, result):
   assert result['valid']['bits'] == ref['valid']['bits']
 
 
-def on_each_batch(hook):
-  """Makes the text task's training iterators call hook(n) before handing out their n-th batch
-  (n from 1), e.g. to slow a run down or signal it; returns the undo."""
-  from tasks import text_lm
-  real = text_lm.Task.train_iterator
+def on_each_batch(hook, task_class=None):
+  """Makes the task's training iterators (the text task's by default) call hook(n) before
+  handing out their n-th batch (n from 1), e.g. to slow a run down, signal or kill it;
+  returns the undo."""
+  if task_class is None:
+    from tasks import text_lm
+    task_class = text_lm.Task
+  real = task_class.train_iterator
 
   def train_iterator(self):
     it = real(self)
@@ -83,8 +86,8 @@ def on_each_batch(hook):
         return next(it)
       get_state, set_state = it.get_state, it.set_state
     return Hooked()
-  text_lm.Task.train_iterator = train_iterator
-  return lambda: setattr(text_lm.Task, 'train_iterator', real)
+  task_class.train_iterator = train_iterator
+  return lambda: setattr(task_class, 'train_iterator', real)
 
 
 def read_metrics(workdir, split='train'):

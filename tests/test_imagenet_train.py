@@ -13,7 +13,7 @@ from configs import imagenet as imagenet_config
 from configs.common import override
 from models.vit import ViT, patchify, resize_positions
 from tasks import imagenet as imagenet_task
-from tests.helpers import read_metrics
+from tests.helpers import on_each_batch, read_metrics
 from tests.test_imagenet_data import write_tree
 from trainlib.checkpoints import Checkpoints
 from trainlib.run import Run
@@ -93,30 +93,20 @@ class Killed(Exception):
   pass
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tree, tmp_path, monkeypatch,
-                                                        softmax_run):
+def test_killed_and_resumed_run_equals_uninterrupted_run(tree, tmp_path, softmax_run):
   config = tiny_config(tree, 'softmax', **SOFTMAX)
   ref_dir, run_dir = softmax_run[0], str(tmp_path)
-  real = imagenet_task.Task.train_iterator
 
-  def dies_at_batch_6(self):
-    it = real(self)
+  def dies_at_batch_6(n):
+    if n == 6:
+      raise Killed()
 
-    class Wrapped:
-      n = 0
-
-      def __next__(self):
-        self.n += 1
-        if self.n == 6:
-          raise Killed()
-        return next(it)
-      get_state, set_state = it.get_state, it.set_state
-    return Wrapped()
-
-  monkeypatch.setattr(imagenet_task.Task, 'train_iterator', dies_at_batch_6)
-  with pytest.raises(Killed):
-    train.train_and_evaluate(config, run_dir)
-  monkeypatch.setattr(imagenet_task.Task, 'train_iterator', real)
+  undo = on_each_batch(dies_at_batch_6, imagenet_task.Task)
+  try:
+    with pytest.raises(Killed):
+      train.train_and_evaluate(config, run_dir)
+  finally:
+    undo()
   train.train_and_evaluate(config, run_dir)
   states = []
   for d in (ref_dir, run_dir):
