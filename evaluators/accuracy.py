@@ -37,7 +37,9 @@ class Evaluator:
     self._counts = run.in_mesh(jax.jit(batch_counts))
 
   def run(self, state, final: bool = False):
-    rows = [self._counts(state['params'], state['buffers'], self.run_ctx.to_global(b))
+    # Fetched batch by batch, as in evaluators/bits.py (collectives of many programs in flight).
+    rows = [jax.device_get(self._counts(state['params'], state['buffers'],
+                                        self.run_ctx.to_global(b)))
             for b in self.task.eval_batches(self.split, None if final else self.max_batches)]
     total = np.sum(np.asarray(jax.device_get(rows), np.float64).reshape(-1, len(self.top_k) + 2),
                    0)

@@ -21,7 +21,11 @@ class Evaluator:
 
   def run(self, state, final: bool = False):
     """final: the whole split, whatever max_batches says (the number a run ends on)."""
-    sums = [self._sums(state['params'], state['buffers'], self.run_ctx.to_global(b))
+    # Each batch's sums are fetched before the next is dispatched: with many programs in flight,
+    # sequence-parallel collectives on 8 fake CPU devices hit XLA's rendezvous timeout (seen in
+    # a whole-split evaluation); the fetch costs one tiny transfer per batch.
+    sums = [jax.device_get(self._sums(state['params'], state['buffers'],
+                                      self.run_ctx.to_global(b)))
             for b in self.task.eval_batches(self.split, None if final else self.max_batches)]
     total, count = np.asarray(jax.device_get(sums), np.float64).reshape(-1, 2).sum(0)
     loss = float(total) / max(float(count), 1.0)
