@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aft.banded import NEG, banded, block_size, causal_diag, lse_merge, shift, simple_causal
+from aft.banded import (NEG, axis_sum, banded, block_size, causal_diag, lse_merge, shift,
+                        simple_causal)
 from aft.sequence_parallel import sharded_aft
 from mixers import sequence_parallel as sp
 
@@ -30,7 +31,7 @@ def aft_simple(q, k, v, *, causal: bool):
     y = simple_causal(k, v)
   else:
     e = jnp.exp(k - jax.lax.stop_gradient(k.max(axis=1, keepdims=True)))
-    y = (e * v).sum(axis=1, keepdims=True) / e.sum(axis=1, keepdims=True)
+    y = axis_sum(e * v, 1, True) / axis_sum(e, 1, True)
   return (jax.nn.sigmoid(q) * y).astype(dtype)
 
 
@@ -209,7 +210,8 @@ def _conv2d(k, v, w, spatial_shape):
   conv = jax.lax.conv_general_dilated(
       z, jnp.moveaxis(taps, 0, -1)[:, :, None, :], (1, 1), [(off, s - 1 - off)] * 2,
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=z.shape[-1])
-  out = (z.sum(axis=(1, 2), keepdims=True) * jnp.exp(-mw)[head] + conv).reshape(B, T, -1)
+  total = axis_sum(z.reshape(B, T, -1), 1)[:, None, None]
+  out = (total * jnp.exp(-mw)[head] + conv).reshape(B, T, -1)
   return out[..., :h * dh].reshape(B, T, h, dh) / out[..., h * dh:, None]
 
 

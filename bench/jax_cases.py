@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import mixers
-from bench.measure import NotApplicable, ResidentSet, median_time
+from bench.measure import NotApplicable, time_phases
 from bench.scan_peer import favor_scan
 from mixers.layers import linear, sharding_scope
 from performer.features import feature_map
@@ -106,7 +106,8 @@ def measure(spec: dict, record) -> None:
   dtype = dtype_of(spec)
   params = jax.tree.map(lambda p: p.astype(dtype), params)
   record(dtype=jnp.dtype(dtype).name)
-  x = jax.random.normal(jax.random.key(1), (spec['batch'], spec['length'], dim), dtype)
+  x = jax.block_until_ready(jax.random.normal(jax.random.key(1), (spec['batch'], spec['length'],
+                                                                   dim), dtype))
 
   def forward(params, rest, x):
     return nnx.merge(graphdef, params, rest)(x)
@@ -115,20 +116,23 @@ def measure(spec: dict, record) -> None:
     return jnp.sum(forward(params, rest, x).astype(jnp.float32))
 
   start_runtime()
-  rss = ResidentSet()
   functions = {'fwd': forward, 'fwdbwd': jax.grad(loss, argnums=(0, 2))}
+  phases = {}
   for phase in spec.get('phases', ('fwd', 'fwdbwd')):
-    t = time.perf_counter()
-    compiled = jax.jit(functions[phase]).lower(params, rest, x).compile()
-    compile_s = time.perf_counter() - t
-    mem = compiled.memory_analysis()
-    start = rss.start()
-    seconds, times = median_time(lambda: jax.block_until_ready(compiled(params, rest, x)),
-                                 spec['repeats'])
-    record(**{f'{phase}_s': seconds, f'{phase}_times': times, f'{phase}_compile_s': compile_s,
-              f'{phase}_xla_bytes': (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                                     + mem.output_size_in_bytes) if mem else None,
-              f'{phase}_xla_temp_bytes': mem.temp_size_in_bytes if mem else None,
-              f'{phase}_rss_start_bytes': start, f'{phase}_rss_peak_bytes': rss.peak(),
-              f'{phase}_device_peak_bytes': device_peak_bytes(),
-              'process_peak_rss_bytes': rss.lifetime})
+    compiled, fields = compile_phase(functions[phase], params, rest, x)
+    phases[phase] = (lambda c=compiled: jax.block_until_ready(c(params, rest, x)),
+                     lambda f=fields: {**f, 'device_peak_bytes': device_peak_bytes()})
+  time_phases(phases, spec['repeats'], record)
+
+
+def compile_phase(function, *args):
+  """(the compiled function, its compile seconds and XLA's memory analysis as fields)."""
+  t = time.perf_counter()
+  compiled = jax.jit(function).lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+  return compiled, {
+      'compile_s': compile_s,
+      'xla_bytes': (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                    + mem.output_size_in_bytes) if mem else None,
+      'xla_temp_bytes': mem.temp_size_in_bytes if mem else None}

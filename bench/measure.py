@@ -19,6 +19,20 @@ def median_time(run, repeats: int, warmup: int = 1) -> tuple[float, list[float]]
   return statistics.median(times), times
 
 
+def time_phases(phases: dict, repeats: int, record) -> None:
+  """phases: name -> (run, fields). Times each run() (median of `repeats` after a warm-up)
+  and records, prefixed by the phase's name, its fields (a dict, or a function called after
+  the calls), the time and the resident set at the start and at the peak of the calls."""
+  rss = ResidentSet()
+  for phase, (run, fields) in phases.items():
+    start = rss.start()
+    seconds, times = median_time(run, repeats)
+    fields = fields() if callable(fields) else fields
+    record(**{f'{phase}_{key}': value for key, value in fields.items()},
+           **{f'{phase}_s': seconds, f'{phase}_times': times, f'{phase}_rss_start_bytes': start,
+              f'{phase}_rss_peak_bytes': rss.peak()}, process_peak_rss_bytes=rss.lifetime)
+
+
 def _rss() -> tuple[int, int]:
   """(current, peak) resident bytes: /proc on Linux, else ru_maxrss (bytes on macOS) for both."""
   try:

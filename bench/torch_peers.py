@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.system import cpu_cores
-from bench.measure import ResidentSet, median_time
+from bench.measure import time_phases
 
 PEERS = ('torch_sdpa', 'torch_linear', 'performer_pytorch')
 PERFORMER_FEATURES = 256  # m of our performer mixer's default
@@ -76,12 +76,7 @@ def measure(spec: dict, record) -> None:
 
   # A tiny call first, so the runtime's start-up memory is not counted in a phase's peak.
   model(x[:, :16].detach().requires_grad_()).sum().backward()
-  rss = ResidentSet()
-  for phase, run in (('fwd', forward), ('fwdbwd', forward_backward)):
-    start = rss.start()
-    seconds, times = median_time(run, spec['repeats'])
-    record(**{f'{phase}_s': seconds, f'{phase}_times': times,
-              f'{phase}_rss_start_bytes': start, f'{phase}_rss_peak_bytes': rss.peak(),
-              f'{phase}_device_peak_bytes': (torch.cuda.max_memory_allocated()
-                                             if device.type == 'cuda' else None),
-              'process_peak_rss_bytes': rss.lifetime})
+  device_peak = lambda: {'device_peak_bytes': (torch.cuda.max_memory_allocated()
+                                                if device.type == 'cuda' else None)}
+  time_phases({'fwd': (forward, device_peak), 'fwdbwd': (forward_backward, device_peak)},
+              spec['repeats'], record)

@@ -6,6 +6,7 @@ or the parent's timeout still leaves the phases it finished.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -16,21 +17,20 @@ from bench import system
 from bench.measure import NotApplicable, is_out_of_memory
 
 
+# Measurement kind -> the module whose measure(spec, record) runs it. Imported per kind: a
+# JAX case never loads torch, a PyTorch one never loads JAX.
+KINDS = {'jax': 'bench.jax_cases', 'torch': 'bench.torch_peers', 'train': 'bench.train_cases',
+         'torch_train': 'bench.torch_train', 'core': 'bench.core_cases',
+         'torch_core': 'bench.torch_cores'}
+
+
 def run(spec, record):
-  """Imports per kind: a JAX case never loads torch, a PyTorch one never loads JAX."""
   kind = spec['kind']
   if kind == 'probe':
     return record(**system.jax_device(), **system.torch_device())
-  if kind == 'jax':
-    from bench import jax_cases
-    return jax_cases.measure(spec, record)
-  if kind == 'torch':
-    from bench import torch_peers
-    return torch_peers.measure(spec, record)
-  if kind == 'train':
-    from bench import train_cases
-    return train_cases.measure(spec, record)
-  raise ValueError(f'unknown measurement kind {kind!r}')
+  if kind not in KINDS:
+    raise ValueError(f'unknown measurement kind {kind!r}; kinds: probe, {", ".join(KINDS)}')
+  return importlib.import_module(KINDS[kind]).measure(spec, record)
 
 
 def main(spec_json: str, path: str) -> None:

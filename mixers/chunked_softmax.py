@@ -12,6 +12,9 @@ without any running rescale. In causal mode the loops run over the needed
 (query chunk, key chunk) pairs only: blocks above the diagonal are never
 computed, the diagonal block is the only one masked.
 
+Chunks are sliced from the [B, T, H, D] inputs inside the loops and the outputs and
+gradients written back in place, so nothing of length T is copied or transposed
+(memory beyond the inputs: the output, the gradients, the per-row log-sum-exp).
 T not divisible by C is padded to a multiple of C. Padded keys need a mask only
 in bidirectional mode (causally they lie after every real query); padded query
 rows get a zero cotangent, so they add nothing to any gradient.
@@ -24,29 +27,28 @@ import jax
 import jax.numpy as jnp
 
 
-def _to_chunks(x, c):
-  """[B, T, H, D] -> [n, B, H, C, D], T padded with zeros up to n * C."""
-  b, t, h, d = x.shape
-  n = -(-t // c)
-  x = jnp.pad(x, ((0, 0), (0, n * c - t), (0, 0), (0, 0)))
-  return x.reshape(b, n, c, h, d).transpose(1, 0, 3, 2, 4)
+def _pad(x, c):
+  """[B, T, H, D] with T padded by zeros up to a multiple of c (a copy only when needed)."""
+  t = x.shape[1]
+  return x if t % c == 0 else jnp.pad(x, ((0, 0), (0, -t % c), (0, 0), (0, 0)))
 
 
-def _from_chunks(x, t):
-  """[n, B, H, C, D] -> [B, T, H, D], padding dropped."""
-  n, b, h, c, d = x.shape
-  return x.transpose(1, 0, 3, 2, 4).reshape(b, n * c, h, d)[:, :t]
+def _block(x, i, c):
+  """Chunk i of x [B, T, H, ...] along the length, head-major and float32: [B, H, c, ...].
+  Only the chunk is transposed, so the block matmuls need no transposed score block."""
+  return jnp.swapaxes(jax.lax.dynamic_slice_in_dim(x, i * c, c, axis=1), 1, 2).astype(
+      jnp.float32)
 
 
-def _prepare(q, k, v, c):
-  """float32 chunks of q / sqrt(dh), k and v, whatever the input dtype."""
-  q = q.astype(jnp.float32) * q.shape[-1] ** -0.5
-  return tuple(_to_chunks(x.astype(jnp.float32), c) for x in (q, k, v))
+def _put(buffer, i, c, x):
+  """Writes a head-major chunk [B, H, c, ...] into buffer [B, T, H, ...] at chunk i."""
+  return jax.lax.dynamic_update_slice_in_dim(buffer, jnp.swapaxes(x, 1, 2).astype(buffer.dtype),
+                                             i * c, axis=1)
 
 
-def _scores(qi, kj, mask):
-  """Scores of one block (q already scaled); mask: None, [C, C] or [C] (keys)."""
-  s = jnp.einsum('bhqd,bhkd->bhqk', qi, kj)
+def _scores(a, b, mask):
+  """a b^T for one block [B, H, C, C] (q already scaled); mask: None, [C, C] or [C] (keys)."""
+  s = jnp.einsum('bhqd,bhkd->bhqk', a, b)
   return s if mask is None else jnp.where(mask, s, -jnp.inf)
 
 
@@ -56,92 +58,104 @@ def _key_mask(j, c, t):
 
 
 def _forward(q, k, v, causal, c):
-  """Chunked forward: outputs [n, B, H, C, D] (float32) and lse [n, B, H, C]."""
+  """Chunked forward over [B, T, H, D]: output [B, Tp, H, D] (q's dtype) and lse [B, Tp, H]
+  (float32), Tp = T padded to a multiple of c; written in place chunk by chunk."""
   t = q.shape[1]
-  qc, kc, vc = _prepare(q, k, v, c)
-  n = qc.shape[0]
+  q, k, v = (_pad(x, c) for x in (q, k, v))
+  n = q.shape[1] // c
+  scale = q.shape[-1] ** -0.5
   tril = jnp.tril(jnp.ones((c, c), bool))
 
-  def fold(qi, j, carry, mask):
-    """Folds key chunk j into the running (max, normaliser, output) of one query chunk."""
-    m, l, acc = carry
-    s = _scores(qi, kc[j], mask)
-    m_new = jnp.maximum(m, s.max(-1))  # finite: every block row has a valid key
-    p = jnp.exp(s - m_new[..., None])
-    scale = jnp.exp(m - m_new)
-    return (m_new, l * scale + p.sum(-1),
-            acc * scale[..., None] + jnp.einsum('bhqk,bhkd->bhqd', p, vc[j]))
+  def query_chunk(i, buffers):
+    out, lse = buffers
+    qi = _block(q, i, c) * scale
 
-  def query_chunk(_, xs):
-    qi, i = xs
+    def fold(j, carry, mask):
+      """Folds key chunk j into the running (max, normaliser, output) of query chunk i."""
+      m, l, acc = carry
+      s = _scores(qi, _block(k, j, c), mask)
+      m_new = jnp.maximum(m, s.max(-1))  # finite: every block row has a valid key
+      p = jnp.exp(s - m_new[..., None])
+      scale_old = jnp.exp(m - m_new)
+      acc = acc * scale_old[..., None] + jnp.einsum('bhqk,bhkd->bhqd', p, _block(v, j, c))
+      return m_new, l * scale_old + p.sum(-1), acc
+
     carry = (jnp.full(qi.shape[:-1], -jnp.inf), jnp.zeros(qi.shape[:-1]), jnp.zeros_like(qi))
-    unmasked = lambda j, cr: fold(qi, j, cr, None)
+    unmasked = lambda j, cr: fold(j, cr, None)
     if causal:  # key chunks < i in full, then the diagonal block masked; none above it
       carry = jax.lax.fori_loop(0, i, unmasked, carry)
-      carry = fold(qi, i, carry, tril)
+      carry = fold(i, carry, tril)
     elif t % c == 0:
       carry = jax.lax.fori_loop(0, n, unmasked, carry)
     else:  # only the last key chunk holds padding
       carry = jax.lax.fori_loop(0, n - 1, unmasked, carry)
-      carry = fold(qi, n - 1, carry, _key_mask(n - 1, c, t))
+      carry = fold(n - 1, carry, _key_mask(n - 1, c, t))
     m, l, acc = carry
-    return None, (acc / l[..., None], m + jnp.log(l))
+    return _put(out, i, c, acc / l[..., None]), _put(lse, i, c, m + jnp.log(l))
 
-  _, (out, lse) = jax.lax.scan(query_chunk, None, (qc, jnp.arange(n)))
-  return out, lse
+  b, tp, h, _ = q.shape
+  return jax.lax.fori_loop(0, n, query_chunk,
+                           (jnp.zeros_like(q), jnp.zeros((b, tp, h), jnp.float32)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _attention(q, k, v, causal, chunk_size):
-  out, _ = _forward(q, k, v, causal, chunk_size)
-  return _from_chunks(out, q.shape[1]).astype(q.dtype)
+  return _forward(q, k, v, causal, chunk_size)[0][:, :q.shape[1]]
 
 
 def _attention_fwd(q, k, v, causal, chunk_size):
   out, lse = _forward(q, k, v, causal, chunk_size)
-  return _from_chunks(out, q.shape[1]).astype(q.dtype), (q, k, v, out, lse)
+  return out[:, :q.shape[1]], (q, k, v, out, lse)
 
 
 def _attention_bwd(causal, c, res, dout):
   """Recomputes each score block once; outer loop over key chunks, inner over queries.
 
   With p = softmax row and delta_i = sum_d dout_i o_i: dv_j = p^T dout,
-  ds = p * (dout v^T - delta), dq = ds k * scale, dk = ds^T (q * scale).
+  ds = p * (dout v^T - delta), dq = ds k * scale, dk = ds^T (q * scale). Nothing of
+  length T is copied or transposed: chunks are sliced from the inputs, and dq, dk, dv
+  are written in place.
   """
   q, k, v, out, lse = res
   t = q.shape[1]
-  qc, kc, vc = _prepare(q, k, v, c)
-  doc = _to_chunks(dout.astype(jnp.float32), c)
-  delta = jnp.sum(doc * out, -1)
-  n = qc.shape[0]
+  q, k, v, dout = (_pad(x, c) for x in (q, k, v, dout))
+  n = q.shape[1] // c
+  scale = q.shape[-1] ** -0.5
+  delta = jnp.einsum('bthd,bthd->bth', dout.astype(jnp.float32), out.astype(jnp.float32))
   tril = jnp.tril(jnp.ones((c, c), bool))
+  cols = lambda x, i: _block(x, i, c)[..., None, :]  # [B, H, 1, C]
 
-  def block(kj, vj, i, carry, mask):
-    """Adds query chunk i's contribution to (dk_j, dv_j) and to dq[i]."""
-    dk, dv, dq = carry
-    p = jnp.exp(_scores(qc[i], kj, mask) - lse[i][..., None])
-    dv = dv + jnp.einsum('bhqk,bhqd->bhkd', p, doc[i])
-    dp = jnp.einsum('bhqd,bhkd->bhqk', doc[i], vj)
-    ds = p * (dp - delta[i][..., None])
-    dk = dk + jnp.einsum('bhqk,bhqd->bhkd', ds, qc[i])
-    dq = dq.at[i].add(jnp.einsum('bhqk,bhkd->bhqd', ds, kj))
-    return dk, dv, dq
+  def key_chunk(j, grads):
+    kj, vj = _block(k, j, c), _block(v, j, c)
 
-  def key_chunk(dq, xs):
-    kj, vj, j = xs
+    def block(i, carry, mask):
+      """Adds query chunk i's contribution to (dk_j, dv_j) and to dq[i]. The blocks are
+      held transposed, [keys, queries], so three of the four matmuls take their operands
+      as stored."""
+      dk, dv, dq = carry
+      qi, doi = _block(q, i, c) * scale, _block(dout, i, c)
+      p = jnp.exp(_scores(kj, qi, mask) - cols(lse, i))
+      dv = dv + jnp.einsum('bhkq,bhqd->bhkd', p, doi)
+      ds = p * (jnp.einsum('bhkd,bhqd->bhkq', vj, doi) - cols(delta, i))
+      dk = dk + jnp.einsum('bhkq,bhqd->bhkd', ds, qi)
+      dq = _put(dq, i, c, _block(dq, i, c) + jnp.einsum('bhkq,bhkd->bhqd', ds, kj) * scale)
+      return dk, dv, dq
+
+    dq, dk_all, dv_all = grads
     carry = (jnp.zeros_like(kj), jnp.zeros_like(vj), dq)
     if causal:  # the diagonal block masked, then the query chunks below it in full
-      carry = block(kj, vj, j, carry, tril)
-      carry = jax.lax.fori_loop(j + 1, n, lambda i, cr: block(kj, vj, i, cr, None), carry)
+      carry = block(j, carry, tril.T)
+      carry = jax.lax.fori_loop(j + 1, n, lambda i, cr: block(i, cr, None), carry)
     else:
       mask = _key_mask(j, c, t)
-      carry = jax.lax.fori_loop(0, n, lambda i, cr: block(kj, vj, i, cr, mask), carry)
+      mask = None if mask is None else mask[:, None]
+      carry = jax.lax.fori_loop(0, n, lambda i, cr: block(i, cr, mask), carry)
     dk, dv, dq = carry
-    return dq, (dk, dv)
+    return dq, _put(dk_all, j, c, dk), _put(dv_all, j, c, dv)
 
-  dq, (dk, dv) = jax.lax.scan(key_chunk, jnp.zeros_like(qc), (kc, vc, jnp.arange(n)))
-  return tuple(_from_chunks(g, t).astype(x.dtype)
-               for g, x in ((dq * q.shape[-1] ** -0.5, q), (dk, k), (dv, v)))
+  zeros = jnp.zeros(q.shape, jnp.float32)
+  dq, dk, dv = jax.lax.fori_loop(0, n, key_chunk, (zeros, zeros, zeros))
+  return tuple(g[:, :t].astype(x.dtype) for g, x in ((dq, q), (dk, k), (dv, v)))
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)

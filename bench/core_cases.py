@@ -1,0 +1,79 @@
+"""JAX attention cores alone: q, k, v -> output, and the gradient of sum(output) with respect
+to q, k and v; no projections. Ours are the functions the mixers call; the JAX peer is the
+sequential-scan FAVOR+ (bench/scan_peer.py)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from aft.functions import aft_conv, aft_local, aft_simple
+from bench.jax_cases import compile_phase, start_runtime
+from bench.measure import NotApplicable, time_phases
+from bench.scan_peer import favor_scan
+from mixers.chunked_softmax import chunked_softmax_attention
+from mixers.kernel_attention import attention_by_heads
+from performer.attention import favor_attention
+from performer.features import feature_map, random_projection
+
+FEATURES = 256  # m of the performer mixer's default
+AFT_LOCAL_WINDOW, AFT_LOCAL_BIAS_DIM = 32, 64
+AFT_CONV_WINDOW = 11
+CAUSAL_ONLY = ('jax_favor_scan',)
+
+
+def _elu1(x):
+  return jax.nn.elu(x) + 1.0, None
+
+
+def core(impl: str, *, length: int, heads: int, head_dim: int, causal: bool):
+  """(function of (q, k, v), input shapes by name). q, k, v are [B, L, H, D] unless the
+  core takes [B, L, H D] (the AFT family; AFT-conv's k is [B, L, H])."""
+  if impl in CAUSAL_ONLY and not causal:
+    raise NotApplicable(f'{impl} is the causal engine only')
+  heads_major = {'q': (length, heads, head_dim), 'k': (length, heads, head_dim),
+                 'v': (length, heads, head_dim)}
+  flat = {name: (length, heads * head_dim) for name in 'qkv'}
+  if impl == 'softmax':
+    return (lambda q, k, v: chunked_softmax_attention(q, k, v, causal=causal)), heads_major
+  if impl in ('favor', 'jax_favor_scan'):
+    w = random_projection(jax.random.key(7), FEATURES, head_dim)
+    if impl == 'favor':
+      return (lambda q, k, v: favor_attention(q, k, v, w, causal=causal)), heads_major
+    features = feature_map(w)
+
+    def scan(q, k, v):
+      (q_feat, _), (k_feat, k_logscale) = features(q), features(k)
+      return favor_scan(q_feat, k_feat, v, k_logscale)
+    return scan, heads_major
+  if impl == 'linear':
+    return (lambda q, k, v: attention_by_heads(q, k, v, lambda: _elu1, causal=causal)), heads_major
+  if impl == 'aft_simple':
+    return (lambda q, k, v: aft_simple(q, k, v, causal=causal)), flat
+  if impl == 'aft_local':
+    u, w = (0.1 * jax.random.normal(jax.random.key(i), (length, AFT_LOCAL_BIAS_DIM))
+            for i in (3, 4))
+    return (lambda q, k, v: aft_local(q, k, v, (u, w), window=AFT_LOCAL_WINDOW,
+                                      causal=causal)), flat
+  if impl == 'aft_conv':
+    taps = 0.1 * jax.random.normal(jax.random.key(5), (heads, AFT_CONV_WINDOW))
+    return (lambda q, k, v: aft_conv(q, k, v, taps, causal=causal)), {**flat, 'k': (length, heads)}
+  raise ValueError(f'unknown JAX core {impl!r}')
+
+
+def measure(spec: dict, record) -> None:
+  """Fills the row phase by phase (fwd, fwdbwd) through record(**fields)."""
+  fn, shapes = core(spec['impl'], length=spec['length'], heads=spec['heads'],
+                    head_dim=spec['head_dim'], causal=spec['mode'] == 'causal')
+  keys = jax.random.split(jax.random.key(1), 3)
+  q, k, v = jax.block_until_ready([  # resident before any phase's memory is taken
+      jax.random.normal(key, (spec['batch'], *shapes[name]), jnp.float32)
+      for key, name in zip(keys, 'qkv')])
+  record(dtype='float32')
+  functions = {'fwd': fn,
+               'fwdbwd': jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2))}
+  start_runtime()
+  phases = {}
+  for phase, f in functions.items():
+    compiled, fields = compile_phase(f, q, k, v)
+    phases[phase] = (lambda c=compiled: jax.block_until_ready(c(q, k, v)), fields)
+  time_phases(phases, spec['repeats'], record)
