@@ -20,7 +20,8 @@ process. Writes train_step_<backend>.{csv,json,md} into --out.
 --peers adds torch_sdpa (bench/torch_train.py; text tasks): the same causal LM in PyTorch with
 F.scaled_dot_product_attention (pre-LN blocks, same MLP, same parameter count, AdamW with the
 config's settings and clipping, dropout, threads = the cores), timed the same way; each row's
-"x torch" is its tokens/s over the peer's at that length. Skipped, with the reason, where torch
+"x torch_sdpa" is its tokens/s over the peer's at that length (and "x softmax" over our
+softmax's). Skipped, with the reason, where torch
 is not importable or runs on another device than JAX.
 """
 from __future__ import annotations
@@ -41,13 +42,14 @@ FLAGS = flags.FLAGS
 SMALL_MODEL = {'model.num_layers': 2, 'model.dim': 256, 'model.num_heads': 4,
                'model.mlp_dim': 1024, 'batch_size': 4}
 COLUMNS = ('impl', 'length', 'status', 'batch', 'num_layers', 'dim', 'heads', 'mlp_dim', 'dtype',
-           'params', 'step_s', 'tokens_per_s', 'ratio_to_peer', 'mixer_fwdbwd_s', 'mixer_share',
+           'params', 'step_s', 'tokens_per_s', 'ratio_to_softmax', 'ratio_to_peer', 'mixer_fwdbwd_s',
+           'mixer_share',
            'first_step_s', 'wall_s', 'error')
 PEER = 'torch_sdpa'
 
 
-def ratios(rows: list[dict], peer: str = PEER) -> dict:
-  """{(impl, length): tokens/s over the peer's at that length} for the rows where both ran."""
+def ratios(rows: list[dict], peer: str) -> dict:
+  """{(impl, length): tokens/s over `peer`'s at that length} for the rows where both ran."""
   base = {r['length']: r['tokens_per_s'] for r in rows
           if r['impl'] == peer and r['status'] == 'ok'}
   return {(r['impl'], r['length']): r['tokens_per_s'] / base[r['length']] for r in rows
@@ -58,15 +60,14 @@ def markdown(rows, lengths) -> str:
   ok = [r for r in rows if r['status'] == 'ok']
   model = (f'Model: {ok[0]["num_layers"]} layers, d {ok[0]["dim"]}, {ok[0]["heads"]} heads, '
            f'MLP {ok[0]["mlp_dim"]}, batch {ok[0]["batch"]}, {ok[0]["dtype"]}. ' if ok else '')
-  peer = any(r['impl'] == PEER for r in rows)
-  per_length = ['tokens/s'] + ([f'x {PEER}'] if peer else []) + ['mixer share', 'first step s']
+  refs = [ref for ref in (report.REFERENCE, PEER) if any(r['impl'] == ref for r in rows)]
+  per_length = ['tokens/s'] + [f'x {ref}' for ref in refs] + ['mixer share', 'first step s']
   out = [model + 'Mixer share: layers x (one mixer\'s forward+backward at the step\'s shapes, '
          'timed alone) / (the train step\'s time). First step: compile + the first step (what a '
-         'run waits for at start)' + (f'; x {PEER}: tokens/s over the PyTorch peer\'s.'
-                                      if peer else '.'), '',
+         'run waits for at start). x <row>: tokens/s over that row\'s at the same length.', '',
          '| mixer | params | ' + ' | '.join(f'T={n} {c}' for n in lengths for c in per_length)
          + ' |', '|---' * (len(per_length) * len(lengths) + 2) + '|']
-  ratio = ratios(rows)
+  ratio = {ref: ratios(rows, ref) for ref in refs}
   for impl in dict.fromkeys(r['impl'] for r in rows):
     mine = [r for r in rows if r['impl'] == impl]
     counts = sorted({f'{r["params"]:,}' for r in mine if r.get('params')})
@@ -74,8 +75,8 @@ def markdown(rows, lengths) -> str:
     for n in lengths:
       r = next(r for r in mine if r['length'] == n)
       if r['status'] == 'ok':
-        cells += [f'{r["tokens_per_s"]:,.0f}'] + (
-            [f'{ratio[impl, n]:.2f}' if (impl, n) in ratio else ''] if peer else []) + [
+        cells += [f'{r["tokens_per_s"]:,.0f}'] + [
+            f'{ratio[ref][impl, n]:.2f}' if (impl, n) in ratio[ref] else '' for ref in refs] + [
             '' if r.get('mixer_share') is None else f'{100 * r["mixer_share"]:.0f}%',
             f'{r["first_step_s"]:.1f}']
       else:
@@ -125,9 +126,10 @@ def main(argv):
               '' if r.get('mixer_share') is None else
               f', mixers {100 * r["mixer_share"]:.0f}% of the step')
           if r['status'] == 'ok' else r.get('error', '')), flush=True))
-  ratio = ratios(rows)
+  to_softmax, to_peer = ratios(rows, report.REFERENCE), ratios(rows, PEER)
   for r in rows:
-    r['ratio_to_peer'] = ratio.get((r['impl'], r['length']))
+    r['ratio_to_softmax'] = to_softmax.get((r['impl'], r['length']))
+    r['ratio_to_peer'] = to_peer.get((r['impl'], r['length']))
   meta = {'command': 'python -m bench.train_step ' + ' '.join(sys.argv[1:]),
           'machine': machine,
           'versions': system.versions(), 'config': path, 'overrides': overrides}

@@ -65,12 +65,15 @@ def test_ratio_column_is_tokens_per_s_over_the_peers():
   rows = [row('softmax', 64, 300.0), row('softmax', 128, 100.0),
           row('aft_simple', 64, 600.0), row('aft_simple', 128, None, status='oom'),
           row('torch_sdpa', 64, 200.0), row('torch_sdpa', 128, None, status='timeout')]
-  assert train_step.ratios(rows) == {('softmax', 64): 1.5, ('aft_simple', 64): 3.0,
-                                     ('torch_sdpa', 64): 1.0}
+  assert train_step.ratios(rows, 'torch_sdpa') == {
+      ('softmax', 64): 1.5, ('aft_simple', 64): 3.0, ('torch_sdpa', 64): 1.0}
+  assert train_step.ratios(rows, 'softmax') == {
+      ('softmax', 64): 1.0, ('softmax', 128): 1.0, ('aft_simple', 64): 2.0,
+      ('torch_sdpa', 64): 2 / 3}
   text = train_step.markdown(rows, [64, 128])
-  assert '| T=64 x torch_sdpa |' in text
-  assert '| softmax | 1,000 | 300 | 1.50 | 50% | 2.0 | 100 |  | 50% | 2.0 |' in text
-  assert '| torch_sdpa | 1,000 | 200 | 1.00 |  | 2.0 | timeout |  |  |  |' in text
+  assert '| T=64 tokens/s | T=64 x softmax | T=64 x torch_sdpa |' in text
+  assert '| aft_simple | 1,000 | 600 | 2.00 | 3.00 | 50% | 2.0 | oom |  |  |  |  |' in text
+  assert '| torch_sdpa | 1,000 | 200 | 0.67 | 1.00 |  | 2.0 | timeout |  |  |  |  |' in text
   assert 'x torch_sdpa' not in train_step.markdown(rows[:4], [64, 128])
 
 
