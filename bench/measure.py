@@ -33,6 +33,19 @@ def time_phases(phases: dict, repeats: int, record) -> None:
               f'{phase}_rss_peak_bytes': rss.peak()}, process_peak_rss_bytes=rss.lifetime)
 
 
+def time_train_steps(step, repeats: int, tokens_per_step: int, record) -> float:
+  """A train step's first call (compilation included where there is one), then the median of
+  `repeats` after a warm-up; records first_step_s, step_s, step_times and tokens_per_s and
+  returns step_s. `step()` must block until the step is done."""
+  t = time.perf_counter()
+  step()
+  first_s = time.perf_counter() - t
+  seconds, times = median_time(step, repeats)
+  record(first_step_s=first_s, step_s=seconds, step_times=times,
+         tokens_per_s=tokens_per_step / seconds)
+  return seconds
+
+
 def _rss() -> tuple[int, int]:
   """(current, peak) resident bytes: /proc on Linux, else ru_maxrss (bytes on macOS) for both."""
   try:

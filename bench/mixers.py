@@ -19,7 +19,7 @@ from absl import app, flags
 
 import mixers
 from bench import report, system
-from bench.sweep import memory_limit, probe, sweep
+from bench.sweep import memory_limit, probe, sweep, torch_skip_reason
 
 FLAGS = flags.FLAGS
 CPU_LENGTHS = (256, 1024, 4096, 16384)
@@ -34,13 +34,9 @@ def peers(machine: dict) -> list[tuple[str, str]]:
   gpu = machine['backend'] == 'gpu'
   out = [('jax_dpa_xla', 'jax')] + ([('jax_dpa_cudnn', 'jax')] if gpu else [])
   out.append(('jax_favor_scan', 'jax'))
-  torch_device = machine.get('torch_device')
-  if torch_device is None:
-    print('PyTorch peers skipped: torch is not installed '
-          '(pip install -r bench/requirements-peers.txt)', flush=True)
-  elif (torch_device == 'cuda') != gpu:
-    print(f'PyTorch peers skipped: torch runs on {torch_device}, JAX on '
-          f'{machine["backend"]}', flush=True)
+  skip = torch_skip_reason(machine)
+  if skip:
+    print(f'PyTorch peers skipped: {skip}', flush=True)
   else:
     out += [('torch_sdpa', 'torch'), ('torch_linear', 'torch')]
     if machine['performer_pytorch']:

@@ -53,6 +53,17 @@ def probe(timeout: float) -> dict:
   return {**system.host(), **{k: v for k, v in device.items() if k not in ('status', 'wall_s')}}
 
 
+def torch_skip_reason(machine: dict) -> str | None:
+  """Why PyTorch peers cannot run beside the JAX cases here, or None when they can. They run
+  only on the device JAX uses (a CPU build of torch beside a GPU would compare devices)."""
+  torch_device = machine.get('torch_device')
+  if torch_device is None:
+    return 'torch is not installed (pip install -r bench/requirements-peers.txt)'
+  if (torch_device == 'cuda') != (machine['backend'] == 'gpu'):
+    return f'torch runs on {torch_device}, JAX on {machine["backend"]}'
+  return None
+
+
 def memory_limit(backend: str, gib: float) -> int | None:
   """Address-space cap per CPU worker (gib; -1: 90% of RAM; 0: none), so one runaway case
   fails alone instead of pushing the machine into the OOM killer. GPU runtimes reserve

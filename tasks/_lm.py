@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from evaluators.units import bits
@@ -30,6 +31,11 @@ class CausalLMTask(Task):
 
   def units_per_example(self) -> int:
     return self.seq_len
+
+  def example_batch(self, batch_size, rng):
+    width = self.seq_len + (0 if self.start_token else 1)  # text windows hold T + 1 tokens
+    return {'tokens': rng.integers(0, self.config.model.vocab_size, (batch_size, width),
+                                   dtype=np.int32)}
 
   def train_flops(self, batch_size):
     m = self.config.model

@@ -48,6 +48,11 @@ class Task:
     """This host's masked batches covering `split` (or its first max_batches batches)."""
     raise NotImplementedError
 
+  def example_batch(self, batch_size: int, rng) -> dict:
+    """A training batch of random values with the real keys, shapes and dtypes (rng: a numpy
+    Generator): the bench compiles and times the train step on it without reading data."""
+    raise NotImplementedError
+
   # -- the loss -----------------------------------------------------------------------
   def loss(self, model, batch, rng: jax.Array | None) -> tuple[jax.Array, dict]:
     """(scalar loss to minimise, dict of scalar metrics to log); rng is None in evaluation."""

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -80,6 +81,12 @@ class Task(BaseTask):
     return pipeline.eval_batches(self.split(split), self.config.batch_size, max_batches,
                                  size=self.eval_resolution, crop_pct=self.crop_pct,
                                  threads=self.config.data.threads)
+
+  def example_batch(self, batch_size, rng):
+    d = self.config.data
+    return {'image': rng.integers(0, 256, (batch_size, d.image_size, d.image_size, 3),
+                                  dtype=np.uint8),
+            'label': rng.integers(0, d.num_classes, batch_size, dtype=np.int32)}
 
   def logits(self, model, batch):
     return model(batch_aug.normalize(batch['image']))

@@ -14,6 +14,7 @@ import functools
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from data.lra import image, listops, pathfinder, pipeline, retrieval, text
@@ -121,6 +122,11 @@ class Task(BaseTask):
 
   def eval_batches(self, split, max_batches=None):
     return pipeline.eval_batches(self.split(split), self.config.batch_size, max_batches)
+
+  def example_batch(self, batch_size, rng):
+    shape = (batch_size, 2, self.length) if self.spec.pair else (batch_size, self.length)
+    return {'tokens': rng.integers(0, self.spec.vocab_size, shape, dtype=np.int32),
+            'label': rng.integers(0, self.spec.num_classes, batch_size, dtype=np.int32)}
 
   # -- loss and hooks --
   def logits(self, model, batch, rng=None):
