@@ -11,10 +11,8 @@ import time
 from bench import system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Don't let XLA grab most of a GPU up front: the device peak must be the case's own. A fixed
-# mmap threshold: glibc otherwise raises it to the size of each freed large buffer and keeps
-# later ones of that size in its heap, so the resident set ratchets above the live bytes.
-WORKER_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false', 'MALLOC_MMAP_THRESHOLD_': '131072'}
+# Don't let XLA grab most of a GPU up front: the device peak must be the case's own.
+WORKER_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
 
 
 def run_case(spec: dict, timeout: float) -> dict:
