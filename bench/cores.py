@@ -8,7 +8,8 @@ A core maps q, k, v to the output with no projections; forward and forward+backw
 gradient of sum(output) with respect to q, k, v) are timed after compilation and a
 warm-up, median of --repeats, each (core, mode, length) in a fresh process. Memory: how far
 the process's resident set rose during the phase's calls (inputs already resident, so the
-gradients and everything the core keeps count); XLA's temporary bytes beside it. Each of
+gradients and everything the core keeps count; fwd+bwd runs first in its process, so no
+freed buffer of another phase hides in the allocator's heap); XLA's temporary bytes beside it. Each of
 ours is set against the peer (or, for AFT-local and AFT-conv, the core) it should beat:
 `ratio` is ours / that one. PyTorch and linear-attention-transformer peers need the
 packages of bench/requirements-peers.txt; without them they are named and skipped.

@@ -154,7 +154,7 @@ def _merge(a, length):
 
 
 def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: int = 128,
-                     block_size: int = 1024, state=None, num_valid=None):
+                     block_size: int = 256, state=None, num_valid=None):
   """Linear attention with phi = `features` (x -> (feat, logscale)) on [..., L, d] inputs.
 
   Runs over blocks of `block_size` positions with lax.scan, each step
@@ -203,7 +203,7 @@ def combine_states(a, b):
   return {'kv': kv, 'scale': scale[..., 0, 0]}
 
 
-def key_state(k, v, features: Callable, *, block_size: int = 1024, num_valid=None):
+def key_state(k, v, features: Callable, *, block_size: int = 256, num_valid=None):
   """The key summary of all of k, v (init_state's form), in blocks of block_size keys so no
   L x m tensor is formed; only the first num_valid keys count when given."""
   length = k.shape[-2]
@@ -225,7 +225,7 @@ def key_state(k, v, features: Callable, *, block_size: int = 1024, num_valid=Non
 
 
 def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: bool,
-                       chunk_size: int = 128, block_size: int = 1024):
+                       chunk_size: int = 128, block_size: int = 256):
   """kernel_attention over [batch, length, heads, d] arrays, features = make_features(*params).
 
   Runs head-major inside (contractions over length need no transposed copy of the

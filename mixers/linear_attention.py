@@ -23,7 +23,7 @@ class LinearAttention(Mixer):
   sequence_parallel = True
 
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool, rngs: nnx.Rngs,
-               feature_map: str = 'elu', chunk_size: int = 128, block_size: int = 1024):
+               feature_map: str = 'elu', chunk_size: int = 128, block_size: int = 256):
     if dim % num_heads:
       raise ValueError(f'linear: dim={dim} is not divisible by num_heads={num_heads}')
     if feature_map not in FEATURES:

@@ -7,7 +7,7 @@ from performer.features import feature_map
 
 
 def favor_attention(q, k, v, w, *, causal: bool, kernel: str = 'softmax',
-                    chunk_size: int = 128, block_size: int = 1024):
+                    chunk_size: int = 128, block_size: int = 256):
   """FAVOR+ over [batch, length, heads, dh] arrays with projection w: [m, dh]."""
   return attention_by_heads(q, k, v, lambda w: feature_map(w, kernel), (w,), causal=causal,
                             chunk_size=chunk_size, block_size=block_size)

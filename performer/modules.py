@@ -22,7 +22,7 @@ class Performer(Mixer):
   def __init__(self, *, dim: int, num_heads: int, max_len: int, causal: bool,
                rngs: nnx.Rngs, num_features: int = 256, kernel: str = 'softmax',
                orthogonal: bool = True, redraw_every: int = 0, chunk_size: int = 128,
-               block_size: int = 1024):
+               block_size: int = 256):
     if dim % num_heads:
       raise ValueError(f'performer: dim={dim} is not divisible by num_heads={num_heads}')
     if kernel not in KERNELS:

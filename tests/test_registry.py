@@ -53,7 +53,7 @@ def test_inside_a_mesh_parameters_follow_the_logical_axis_rules():
 def test_option_defaults_are_the_constructors():
   assert mixers.option_defaults('performer') == {
       'num_features': 256, 'kernel': 'softmax', 'orthogonal': True, 'redraw_every': 0,
-      'chunk_size': 128, 'block_size': 1024}
+      'chunk_size': 128, 'block_size': 256}
   assert mixers.option_defaults('aft_simple') == {}
   for name in mixers.names():
     assert list(mixers.option_defaults(name)) == mixers.options(name)
