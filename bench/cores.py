@@ -84,18 +84,21 @@ def markdown(rows) -> str:
 
 
 def memory_slopes(rows) -> str:
-  """Log-log slope of each core's fwd+bwd memory and time against L (2+ lengths)."""
+  """Log-log slopes of each core's fwd+bwd time, memory and XLA temporary bytes against L
+  (2+ lengths; the resident set's includes fixed costs of the runtime, XLA's does not)."""
   lines = []
   for impl, mode in dict.fromkeys((r['impl'], r['mode']) for r in rows):
     pts = [(r['length'], r) for r in rows
            if (r['impl'], r['mode']) == (impl, mode) and r['status'] == 'ok']
-    mem = report.slope([(n, peak(r)) for n, r in pts], 0)
-    time = report.slope([(n, r['fwdbwd_s']) for n, r in pts], 0)
+    fit = lambda value: report.slope([(n, value(r)) for n, r in pts], 0)
+    time, mem, temp = (fit(lambda r: r['fwdbwd_s']), fit(peak),
+                       fit(lambda r: r.get('fwdbwd_xla_temp_bytes')))
     if mem is not None:
-      lines.append(f'| {impl} | {mode} | {time:.2f} | {mem:.2f} |')
+      lines.append(f'| {impl} | {mode} | {time:.2f} | {mem:.2f} | '
+                   f'{"—" if temp is None else f"{temp:.2f}"} |')
   if not lines:
     return ''
-  return ('\n| core | mode | time slope | memory slope |\n|---|---|---|---|\n'
+  return ('\n| core | mode | time slope | memory slope | XLA temp slope |\n|---|---|---|---|---|\n'
           + '\n'.join(lines) + '\n')
 
 

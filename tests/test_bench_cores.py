@@ -32,7 +32,7 @@ def test_cores_table_sets_each_core_against_its_peer(tmp_path):
   line = next(l for l in table.splitlines() if l.startswith('| aft_local | causal | 64 |'))
   cells = [c.strip() for c in line.strip('| ').split('|')]
   assert cells[8] == 'aft_simple' and float(cells[9]) > 0  # against AFT-simple: time ratio
-  assert '| core | mode | time slope | memory slope |' in table
+  assert '| core | mode | time slope | memory slope | XLA temp slope |' in table
 
 
 def _inputs(shapes, seed=0):
