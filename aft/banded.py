@@ -11,8 +11,8 @@ neighbouring and own blocks through [c, c] matmuls with the bias weights; the
 own block, when causal, exactly per row by recursive doubling (`causal_diag`).
 
 Arrays carry heads: k [B, T, h, dk], v [B, T, h, dh] with dk in {1, dh}, so one
-code path serves AFT-local (h = 1, dk = dh = d), AFT-conv (dk = 1, one key per
-head) and AFT-simple.
+code path serves AFT-local (h = 1, dk = dh = d) and AFT-conv (dk = 1, one key per
+head). AFT-simple's causal sum is its own two-level scan (`simple_causal`).
 """
 from __future__ import annotations
 
@@ -247,32 +247,25 @@ def _band_weights(blocks, n, c, T, left, right, causal):
 def causal_diag(C, k, v):
   """Causal in-block sums sum_{t' <= t} C[t, t'] exp(k_t') v_t', exact per row.
 
-  C [n, c, c, h] (c a power of two; its lower triangle is used), or None for all
-  ones; k [B, n, c, h, dk], v [B, n, c, h, dh]. Returns (ref, num, den), ref being
+  C [n, c, c, h] (c a power of two; its lower triangle is used); k [B, n, c, h, dk], v [B, n, c, h, dh]. Returns (ref, num, den), ref being
   the running max of k inside the block. Sub-blocks double in size; at each step
   the right half takes its left half's keys (all in its past) at their maximum, as
   one matmul, then rescales to its own running max: no [c, c, d] tensor.
   """
   B, n, c = k.shape[:3]
-  if C is None:
-    ref, num, den = k, v, jnp.ones_like(k)
-  else:
-    diag = jnp.moveaxis(jnp.diagonal(C, axis1=1, axis2=2), -1, 1)[None, ..., None]
-    ref, num, den = k, diag * v, jnp.broadcast_to(diag, k.shape)
+  diag = jnp.moveaxis(jnp.diagonal(C, axis1=1, axis2=2), -1, 1)[None, ..., None]
+  ref, num, den = k, diag * v, jnp.broadcast_to(diag, k.shape)
   b = 1
   while b < c:
     g = c // (2 * b)
     split = lambda x: x.reshape(B, n, g, 2, b, *x.shape[3:])
     ref, num, den, kk, vv = map(split, (ref, num, den, k, v))
-    if C is None:  # the left half's total is its last prefix
-      left = tuple(x[:, :, :, 0, -1:] for x in (ref, num, den))
-    else:
-      mu = ref[:, :, :, 0, -1:]  # max of the left half's keys
-      e = jnp.exp(kk[:, :, :, 0] - mu)
-      starts = jnp.arange(g)[:, None, None] * 2 * b
-      cross = C[:, starts + b + jnp.arange(b)[:, None], starts + jnp.arange(b)]  # [n, g, b, b, h]
-      to_right = lambda z: jnp.einsum('ngqkh,bngkhz->bngqhz', cross, z)
-      left = mu, to_right(e * vv[:, :, :, 0]), to_right(e)
+    mu = ref[:, :, :, 0, -1:]  # max of the left half's keys
+    e = jnp.exp(kk[:, :, :, 0] - mu)
+    starts = jnp.arange(g)[:, None, None] * 2 * b
+    cross = C[:, starts + b + jnp.arange(b)[:, None], starts + jnp.arange(b)]  # [n, g, b, b, h]
+    to_right = lambda z: jnp.einsum('ngqkh,bngkhz->bngqhz', cross, z)
+    left = mu, to_right(e * vv[:, :, :, 0]), to_right(e)
     right = lse_merge(left, tuple(x[:, :, :, 1] for x in (ref, num, den)))
     ref, num, den = (jnp.stack([whole[:, :, :, 0], half], axis=3).reshape(B, n, c, *half.shape[4:])
                      for whole, half in zip((ref, num, den), right))
