@@ -130,8 +130,8 @@ def _attention_bwd(causal, c, res, dout):
 
     def block(i, carry, mask):
       """Adds query chunk i's contribution to (dk_j, dv_j) and to dq[i]. The blocks are
-      held transposed, [keys, queries], so three of the four matmuls take their operands
-      as stored."""
+      held transposed, [keys, queries], so of the five matmuls only dq's contracts over an
+      operand's leading axis (dv's and dk's would, with [queries, keys] blocks)."""
       dk, dv, dq = carry
       qi, doi = _block(q, i, c) * scale, _block(dout, i, c)
       p = jnp.exp(_scores(kj, qi, mask) - cols(lse, i))
