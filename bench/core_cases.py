@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 
 from aft.functions import aft_conv, aft_local, aft_simple
-from bench.jax_cases import compile_phase, start_runtime
+from bench.jax_cases import compile_phase, device_peak_bytes, start_runtime
 from bench.measure import NotApplicable, time_phases
 from bench.scan_peer import favor_scan
 from mixers.chunked_softmax import chunked_softmax_attention
 from mixers.kernel_attention import attention_by_heads
+from mixers.linear_attention import FEATURES as LINEAR_FEATURES
 from performer.attention import favor_attention
 from performer.features import feature_map, random_projection
 
@@ -19,10 +20,6 @@ FEATURES = 256  # m of the performer mixer's default
 AFT_LOCAL_WINDOW, AFT_LOCAL_BIAS_DIM = 32, 64
 AFT_CONV_WINDOW = 11
 CAUSAL_ONLY = ('jax_favor_scan',)
-
-
-def _elu1(x):
-  return jax.nn.elu(x) + 1.0, None
 
 
 def core(impl: str, *, length: int, heads: int, head_dim: int, causal: bool):
@@ -45,8 +42,9 @@ def core(impl: str, *, length: int, heads: int, head_dim: int, causal: bool):
       (q_feat, _), (k_feat, k_logscale) = features(q), features(k)
       return favor_scan(q_feat, k_feat, v, k_logscale)
     return scan, heads_major
-  if impl == 'linear':
-    return (lambda q, k, v: attention_by_heads(q, k, v, lambda: _elu1, causal=causal)), heads_major
+  if impl == 'linear':  # the linear mixer's default feature map, elu + 1
+    phi = lambda x: (LINEAR_FEATURES['elu'](x), None)
+    return (lambda q, k, v: attention_by_heads(q, k, v, lambda: phi, causal=causal)), heads_major
   if impl == 'aft_simple':
     return (lambda q, k, v: aft_simple(q, k, v, causal=causal)), flat
   if impl == 'aft_local':
@@ -77,5 +75,6 @@ def measure(spec: dict, record) -> None:
   phases = {}
   for phase, f in functions.items():
     compiled, fields = compile_phase(f, q, k, v)
-    phases[phase] = (lambda c=compiled: jax.block_until_ready(c(q, k, v)), fields)
+    phases[phase] = (lambda c=compiled: jax.block_until_ready(c(q, k, v)),
+                     lambda f=fields: {**f, 'device_peak_bytes': device_peak_bytes()})
   time_phases(phases, spec['repeats'], record)

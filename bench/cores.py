@@ -6,13 +6,14 @@
 
 A core maps q, k, v to the output with no projections; forward and forward+backward (the
 gradient of sum(output) with respect to q, k, v) are timed after compilation and a
-warm-up, median of --repeats, each (core, mode, length) in a fresh process. Memory: how far
-the process's resident set rose during the phase's calls (inputs already resident, so the
-gradients and everything the core keeps count; fwd+bwd runs first in its process, so no
-freed buffer of another phase hides in the allocator's heap); XLA's temporary bytes beside it. Each of
-ours is set against the peer (or, for AFT-local and AFT-conv, the core) it should beat:
-`ratio` is ours / that one. PyTorch and linear-attention-transformer peers need the
-packages of bench/requirements-peers.txt; without them they are named and skipped.
+warm-up, median of --repeats, each (core, mode, length) in a fresh process. Memory (on a
+GPU the device's peak bytes): how far the process's resident set rose during the phase's
+calls (inputs already resident, so the gradients and everything the core keeps count;
+fwd+bwd runs first in its process, so no freed buffer of another phase hides in the
+allocator's heap); XLA's temporary bytes beside it. Each of ours is set against the peer
+(or, for AFT-local and AFT-conv, the core) it should beat: `ratio` is ours / that one.
+PyTorch and linear-attention-transformer peers need the packages of
+bench/requirements-peers.txt; without them they are named and skipped.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import sys
 from absl import app, flags
 
 from bench import report, system
-from bench.sweep import memory_limit, probe, sweep
+from bench.sweep import memory_limit, probe, sweep, torch_skip_reason
 
 FLAGS = flags.FLAGS
 OURS = ('favor', 'linear', 'softmax', 'aft_simple', 'aft_local', 'aft_conv')
@@ -39,23 +40,26 @@ COLUMNS = ('impl', 'mode', 'length', 'status', 'fwd_s', 'fwdbwd_s', 'fwdbwd_peak
            'fwdbwd_xla_temp_bytes', 'fwdbwd_compile_s', 'error')
 
 
-def available(names) -> list[str]:
-  """The PyTorch peers importable here (the others are named and skipped)."""
+def available(names, machine: dict) -> list[str]:
+  """The PyTorch peers that can run here, beside JAX on its device (the others are named
+  and skipped)."""
   needs = {'torch_sdpa': 'torch', 'lat_causal': 'linear_attention_transformer',
            'lat_linear': 'linear_attention_transformer'}
   out = []
   for name in names:
-    if importlib.util.find_spec(needs[name]) is None:
-      print(f'peer {name} skipped: {needs[name]} is not installed '
-            '(pip install -r bench/requirements-peers.txt)', flush=True)
+    skip = torch_skip_reason(machine)
+    if skip is None and importlib.util.find_spec(needs[name]) is None:
+      skip = f'{needs[name]} is not installed (pip install -r bench/requirements-peers.txt)'
+    if skip:
+      print(f'peer {name} skipped: {skip}', flush=True)
     else:
       out.append(name)
   return out
 
 
-def peak(row: dict, phase: str = 'fwdbwd') -> int | None:
-  top, start = row.get(f'{phase}_rss_peak_bytes'), row.get(f'{phase}_rss_start_bytes')
-  return None if top is None or start is None else top - start
+def peak(row: dict) -> int | None:
+  """fwd+bwd memory: the device's peak where there is one, else the resident set's rise."""
+  return report.add_peaks(row)['fwdbwd_peak_bytes']
 
 
 def markdown(rows) -> str:
@@ -111,8 +115,8 @@ def main(argv):
                          f'{", ".join(OURS + JAX_PEERS + TORCH_PEERS)}')
   if set(FLAGS.modes) - {'causal', 'bidirectional'}:
     raise app.UsageError(f'--modes takes causal and/or bidirectional, got {FLAGS.modes}')
-  torch_ok = set(available([n for n in names if n in TORCH_PEERS]))
   machine = probe(FLAGS.timeout)
+  torch_ok = set(available([n for n in names if n in TORCH_PEERS], machine))
   shape = dict(batch=FLAGS.batch, heads=FLAGS.heads, head_dim=FLAGS.head_dim,
                repeats=FLAGS.repeats,
                memory_limit_bytes=memory_limit(machine['backend'], FLAGS.memory_limit_gb))
@@ -126,6 +130,7 @@ def main(argv):
       (f'fwd {report.human(r["fwd_s"], "time")}  fwd+bwd {report.human(r["fwdbwd_s"], "time")}'
        f'  memory {report.human(peak(r) or 0, "bytes")}' if r['status'] == 'ok'
        else r.get('error', '')), flush=True))
+  rows = [report.add_peaks(r) for r in rows]
   rows.sort(key=lambda r: (r['mode'], r['length'], names.index(r['impl'])))
   meta = {'command': 'python -m bench.cores ' + ' '.join(sys.argv[1:]), 'machine': machine,
           'versions': system.versions()}

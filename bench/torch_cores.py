@@ -33,21 +33,27 @@ def core(impl: str, causal: bool):
 def measure(spec: dict, record) -> None:
   torch.set_num_threads(cpu_cores())
   torch.manual_seed(1)
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
   fn = core(spec['impl'], spec['mode'] == 'causal')
   shape = (spec['batch'], spec['heads'], spec['length'], spec['head_dim'])
-  q, k, v = (torch.randn(shape) for _ in range(3))
+  q, k, v = (torch.randn(shape, device=device) for _ in range(3))
   record(dtype='float32')
 
   def forward():
     with torch.no_grad():
       fn(q, k, v)
+    sync()
 
   def forward_backward():
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
     fn(*leaves).sum().backward()
+    sync()
 
   small = [x[:, :, :LAT_BUCKET].detach().requires_grad_() for x in (q, k, v)]
   fn(*small).sum().backward()  # the runtime's start-up memory, before any phase's peak
   # fwd+bwd first, as bench.core_cases does (its memory before the heap holds freed buffers)
-  time_phases({'fwdbwd': (forward_backward, {}), 'fwd': (forward, {})}, spec['repeats'],
-              record)
+  device_peak = lambda: {'device_peak_bytes': (torch.cuda.max_memory_allocated()
+                                                if device.type == 'cuda' else None)}
+  time_phases({'fwdbwd': (forward_backward, device_peak), 'fwd': (forward, device_peak)},
+              spec['repeats'], record)

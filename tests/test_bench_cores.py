@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from bench import core_cases, cores
+from mixers import references
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,11 +44,10 @@ def _inputs(shapes, seed=0):
 def test_linear_core_is_causal_linear_attention():
   fn, shapes = core_cases.core('linear', length=40, heads=2, head_dim=8, causal=True)
   q, k, v = _inputs(shapes)
-  phi = lambda x: np.asarray(jax.nn.elu(x) + 1, np.float64)
-  scores = np.einsum('bihd,bjhd->bhij', phi(q), phi(k)) * np.tril(np.ones((40, 40)))
-  expected = np.einsum('bhij,bjhd->bihd', scores, np.asarray(v, np.float64)) / scores.sum(
-      -1).transpose(0, 2, 1)[..., None]
-  np.testing.assert_allclose(fn(q, k, v), expected, rtol=1e-4, atol=1e-5)
+  heads = lambda x: np.swapaxes(np.asarray(x, np.float64), 1, 2)  # [B, H, L, D]
+  phi = lambda x: heads(jax.nn.elu(x) + 1)
+  expected = references.linear_attention(phi(q), phi(k), heads(v), causal=True)
+  np.testing.assert_allclose(fn(q, k, v), np.swapaxes(expected, 1, 2), rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_core_is_an_error():
