@@ -12,7 +12,7 @@ own block, when causal, exactly per row by recursive doubling (`causal_diag`).
 
 Arrays carry heads: k [B, T, h, dk], v [B, T, h, dh] with dk in {1, dh}, so one
 code path serves AFT-local (h = 1, dk = dh = d) and AFT-conv (dk = 1, one key per
-head). AFT-simple's causal sum is its own two-level scan (`simple_causal`).
+head). AFT-simple's causal sum is its own two-level scan (aft/simple_scan.py).
 """
 from __future__ import annotations
 
@@ -60,27 +60,6 @@ def from_blocks(x, length: int):
   return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
 
 
-SCAN_CHUNK = 64  # positions per chunk of AFT-simple's causal scan
-
-
-def _positions(body, carry, xs, reverse: bool = False):
-  """Runs body(carry, [x[:, :, j] for x in xs]) -> (carry, ys) over the c positions j of
-  [B, n, c, d] chunks (all n chunks at once), writing each y into [B, n, c, d] outputs in
-  place: a sequential scan inside every chunk with no transposed copies."""
-  c = xs[0].shape[2]
-  take = lambda a, j: jax.lax.dynamic_index_in_dim(a, j, axis=2, keepdims=False)
-  _, ys = jax.eval_shape(body, carry, [take(x, 0) for x in xs])
-
-  def step(i, state):
-    carry, outs = state
-    j = c - 1 - i if reverse else i
-    carry, y = body(carry, [take(x, j) for x in xs])
-    return carry, [jax.lax.dynamic_update_index_in_dim(o, u, j, axis=2)
-                   for o, u in zip(outs, y)]
-  outs = [jnp.zeros(xs[0].shape[:2] + (c,) + y.shape[2:], y.dtype) for y in ys]
-  return jax.lax.fori_loop(0, c, step, (carry, outs))[1]
-
-
 def axis_sum(x, axis: int, keepdims: bool = False):
   """x summed over `axis` as a batched matmul with ones (batch: the axes before it).
 
@@ -91,79 +70,6 @@ def axis_sum(x, axis: int, keepdims: bool = False):
   y = jnp.einsum(ones, list(range(axis + 1)), x, list(range(x.ndim)),
                  [i for i in range(x.ndim) if i != axis])
   return jnp.expand_dims(y, axis) if keepdims else y
-
-
-@jax.custom_vjp
-def simple_causal(k, v):
-  """sum_{t' <= t} exp(k_t') v_t' / sum_{t' <= t} exp(k_t'): AFT-simple's causal ratio.
-
-  In chunks of SCAN_CHUNK positions: each chunk's total (at its own maximum key) in one
-  parallel pass, an exclusive log-sum-exp scan over the totals, then one sequential pass
-  inside every chunk (all chunks at once) from that prefix, keeping the running maximum
-  m_t of the keys so far as each row's reference: no reference depends on a later key.
-  The gradient (custom VJP) is the same two-level scan backwards in time. Training keeps
-  (m, den) besides the inputs and the output.
-  """
-  return simple_causal_fwd(k, v)[0]
-
-
-def simple_causal_fwd(k, v):
-  T = k.shape[1]
-  kc, vc = to_blocks(k, min(SCAN_CHUNK, T), NEG), to_blocks(v, min(SCAN_CHUNK, T))
-  mu = kc.max(axis=2)  # [B, n, d]: a chunk's total serves only the chunks after it
-  e = jnp.exp(kc - mu[:, :, None])
-  total = jax.lax.associative_scan(lse_merge, (mu, axis_sum(e * vc, 2), axis_sum(e, 2)), axis=1)
-  prefix = [shift(x, 1, axis=1, fill=f) for x, f in zip(total, (NEG, 0., 0.))]
-
-  def step(carry, x):
-    m, num, den = carry
-    k_t, v_t = x
-    m_t = jnp.maximum(m, k_t)
-    small = jnp.exp(-jnp.abs(k_t - m))  # one exponential: the other factor is 1
-    a, b = jnp.where(k_t > m, small, 1.), jnp.where(k_t > m, 1., small)
-    num, den = num * a + b * v_t, den * a + b
-    return (m_t, num, den), (m_t, den, num / den)
-
-  m, den, ratio = _positions(step, tuple(prefix), [kc, vc])
-  out = from_blocks(ratio, T)
-  return out, (k, v, m, den, out)
-
-
-def simple_causal_bwd(res, g):
-  """With lse_t = m_t + log den_t: d ratio_t / d v_s = exp(k_s - lse_t) for s <= t, so
-  dv_s = exp(k_s - lse_s) G1_s and dk_s = exp(k_s - lse_s) (v_s G1_s - G2_s), where
-  G_s = h_s + exp(lse_s - lse_{s+1}) G_{s+1} (h = g, and g ratio for G2) runs backwards.
-  Every factor exp(lse_s - lse_t), t >= s, is <= 1; it is formed as
-  exp(m_s - m_t) den_s / den_t from exact key differences."""
-  k, v, m, den, ratio = res
-  T = k.shape[1]
-  c = m.shape[2]
-  kc = to_blocks(k, c, NEG)
-  vc, gc, rc = (to_blocks(x, c) for x in (v, g, ratio))
-  # Chunk totals of h at the chunk's first position, then a suffix scan over chunks.
-  m0, d0 = m[:, :, :1], den[:, :, :1]
-  to_start = jnp.exp(m0 - m) * (d0 / den)  # [B, n, c, d], <= 1
-  head = (axis_sum(gc * to_start, 2), axis_sum(gc * rc * to_start, 2))  # [B, n, d] each
-  m_next = shift(m0[:, :, 0], -1, axis=1, fill=-NEG)  # -NEG: factors into the end are 0
-  d_next = shift(d0[:, :, 0], -1, axis=1, fill=1.)
-  link = jnp.exp(m0[:, :, 0] - m_next) * (d0[:, :, 0] / d_next)  # chunk start -> next start
-  later = lambda a, b: (b[0] * a[0], b[1] + b[0] * a[1], b[2] + b[0] * a[2])
-  _, s1, s2 = jax.lax.associative_scan(later, (link, *head), axis=1, reverse=True)
-  carry = (m_next, d_next, shift(s1, -1, axis=1), shift(s2, -1, axis=1))
-
-  def step(carry, x):
-    m_n, d_n, g1, g2 = carry
-    k_t, v_t, g_t, r_t, m_t, d_t = x
-    f = jnp.exp(m_t - m_n) * (d_t / d_n)
-    g1, g2 = g_t + f * g1, g_t * r_t + f * g2
-    e = jnp.exp(k_t - m_t) / d_t
-    return (m_t, d_t, g1, g2), (e * (v_t * g1 - g2), e * g1)
-
-  dk, dv = _positions(step, carry, [kc, vc, gc, rc, m, den], reverse=True)
-  return from_blocks(dk, T), from_blocks(dv, T)
-
-
-simple_causal.defvjp(simple_causal_fwd, simple_causal_bwd)
 
 
 def banded(k, v, blocks, *, left: int, right: int, causal: bool):

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aft.banded import (NEG, axis_sum, banded, block_size, causal_diag, lse_merge, shift,
-                        simple_causal)
+from aft.banded import NEG, axis_sum, banded, block_size, causal_diag, lse_merge, shift
+from aft.simple_scan import simple_causal
 from aft.sequence_parallel import sharded_aft
 from mixers import sequence_parallel as sp
 
@@ -28,10 +28,9 @@ def aft_simple(q, k, v, *, causal: bool):
   dtype = q.dtype
   q, k, v = _f32(q, k, v)
   if causal:
-    y = simple_causal(k, v)
-  else:
-    e = jnp.exp(k - jax.lax.stop_gradient(k.max(axis=1, keepdims=True)))
-    y = axis_sum(e * v, 1, True) / axis_sum(e, 1, True)
+    return simple_causal(q, k, v).astype(dtype)
+  e = jnp.exp(k - jax.lax.stop_gradient(k.max(axis=1, keepdims=True)))
+  y = axis_sum(e * v, 1, True) / axis_sum(e, 1, True)
   return (jax.nn.sigmoid(q) * y).astype(dtype)
 
 
