@@ -6,9 +6,9 @@ no copy): one sequential pass over the c positions of every chunk at once sums e
 (at its running maximum key); an exclusive log-sum-exp scan over the n chunk totals gives
 each chunk its prefix; a second pass from that prefix writes r_t and a_t = lse_{t-1} -
 lse_t, lse_t = log sum_{s<=t} exp(k_s) (from sums held at the running maximum m_t, so no
-reference depends on a later key). Those two arrays are all training keeps besides the
-inputs. The backward runs the same two passes in reverse time (`simple_causal_bwd`);
-besides the three gradients it holds r only.
+reference depends on a later key). Training keeps a and the output besides the inputs.
+The backward runs the same two passes in reverse time (`simple_causal_bwd`); besides the
+three gradients it holds the output only.
 """
 from __future__ import annotations
 
@@ -64,14 +64,16 @@ def simple_causal_fwd(q, k, v):
   prefix = tuple(shift(x, 1, axis=1, fill=f) for x, f in zip(upto, (NEG, 0., 0.)))
 
   def write(s, x, _):
-    s_new, a, b = _add_key(s, *x)
+    s_new, a, b = _add_key(s, *x[:2])
     # log(S_{t-1} / S_t), S_t = sum_{s <= t} exp(k_s): as log1p, exact for tiny shares.
     step = -jnp.log1p(b / (s[2] * a))
-    return s_new, [s_new[1] / s_new[2], step]
-  ratio, steps = _over_positions(write, prefix, [kc, vc], [jnp.zeros_like(kc)] * 2)[1]
-  ratio = from_blocks(ratio, T)
+    return s_new, [jax.nn.sigmoid(x[2]) * s_new[1] / s_new[2], step]
+  out, steps = _over_positions(write, prefix, [kc, vc, to_blocks(q, c)],
+                               [jnp.zeros_like(kc)] * 2)[1]
+  out = from_blocks(out, T)
   ends = upto[0] + jnp.log(upto[2])  # lse at every chunk's last position
-  return jax.nn.sigmoid(q) * ratio, (q, k, v, ratio, steps, ends)
+  # The backward reads out, not r: g sigmoid(q) r = g out. The layer after keeps out anyway.
+  return out, (q, k, v, out, steps, ends)
 
 
 def simple_causal_bwd(res, g):
@@ -83,16 +85,15 @@ def simple_causal_bwd(res, g):
   start; a suffix scan over chunks, X_j += exp(L_{j-1} - L_j) X_{j+1} (L: lse at chunk
   ends), gives what enters each chunk; the second pass starts from it and writes dk
   (over a, as it reads it) and dv."""
-  q, k, v, ratio, steps, ends = res
+  q, k, v, out, steps, ends = res
   T = k.shape[1]
   c = steps.shape[2]
   kc = to_blocks(k, c, NEG)
-  qc, vc, gc, rc = (to_blocks(x, c) for x in (q, v, g, ratio))
+  qc, vc, gc, oc = (to_blocks(x, c) for x in (q, v, g, out))
 
   def back(carry, x, a_t):
-    _, v_t, q_t, g_t, r_t = x[:5]
-    h = g_t * jax.nn.sigmoid(q_t)
-    g1, g2 = h + carry[0], h * r_t + carry[1]
+    _, v_t, q_t, g_t, o_t = x[:5]
+    g1, g2 = g_t * jax.nn.sigmoid(q_t) + carry[0], g_t * o_t + carry[1]
     decay = jnp.exp(a_t)
     return (decay * g1, decay * g2), (v_t, g1, g2, decay)
 
@@ -103,7 +104,7 @@ def simple_causal_bwd(res, g):
     # orders the write after them and updates the buffer in place instead of copying it.
     return carry, [share * (v_t * g1 - g2) + 0. * decay, share * g1]
 
-  xs = [kc, vc, qc, gc, rc]
+  xs = [kc, vc, qc, gc, oc]
   zeros = jnp.zeros(kc.shape[:2] + kc.shape[3:], kc.dtype)
   own = _over_positions(lambda s, x, _: (back(s, x, x[5])[0], []), (zeros, zeros),
                         xs + [steps], [], reverse=True)[0]
@@ -112,8 +113,7 @@ def simple_causal_bwd(res, g):
   _, x1, x2 = jax.lax.associative_scan(later, (link, *own), axis=1, reverse=True)
   entering = tuple(shift(x, -1, axis=1) for x in (x1, x2))
   dk, dv = _over_positions(write, entering, xs, [steps, jnp.zeros_like(kc)], reverse=True)[1]
-  gate = jax.nn.sigmoid(q)
-  return g * ratio * gate * (1. - gate), from_blocks(dk, T), from_blocks(dv, T)
+  return g * out * (1. - jax.nn.sigmoid(q)), from_blocks(dk, T), from_blocks(dv, T)
 
 
 simple_causal.defvjp(simple_causal_fwd, simple_causal_bwd)
