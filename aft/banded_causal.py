@@ -116,13 +116,6 @@ def _swap(x):
   return jnp.transpose(x, (1, 0, 3, 2, 4))
 
 
-def _maxima(kb):
-  """M_i, M_{i-1}, M_{i-2}: the prefix maximum of the keys at the end of each block."""
-  M = jax.lax.cummax(kb.max(axis=P, keepdims=True), axis=0)
-  M1 = shift(M, 1, axis=0, fill=NEG)
-  return M, M1, shift(M1, 1, axis=0, fill=NEG)
-
-
 def _groups(G, *xs):
   return [x.reshape(-1, G, *x.shape[1:]) for x in xs]
 
@@ -142,16 +135,19 @@ def _causal_sum(kb, vb, C0, Cm, w_out, G, padded):
 
 
 def _forward(kb, vb, C0, Cm, w_out, G, padded):
-  M, M1, M2 = _maxima(kb)
-  step = jnp.exp(M2 - M1)  # moves block sums from M_{i-2} to M_{i-1}
   Cm1 = jnp.concatenate([Cm, jnp.ones_like(Cm[:, :, :1])], axis=2)  # + a row for the total
 
   def group(carry, xs):
-    k, v, C0, Cm1, w_out, M, M1, step = xs
+    (Ma, Mb), parts = carry  # M of the previous group's last two blocks
+    k, v, C0, Cm1, w_out = xs
+    # M_i: the prefix maximum of the keys at the end of block i (NEG before the first).
+    M = jnp.maximum(Mb, jax.lax.cummax(k.max(axis=P, keepdims=True), axis=0))
+    M1 = _with(Mb, M)
+    step = jnp.exp(_with(Ma, M1) - M1)  # moves block sums from M_{i-2} to M_{i-1}
     r = _rows(k, M1)
     e, ed, into = jnp.exp(k - M), jnp.exp(k - r), jnp.exp(M1 - r)
-    acc, carry_out = [], []
-    for z, zd, (last, Q0) in zip((e * v, e), (ed * v, ed), carry):
+    acc, parts_out = [], []
+    for z, zd, (last, Q0) in zip((e * v, e), (ed * v, ed), parts):
       # The previous block by a matmul at M_{i-1}, with its total in the extra row.
       near = _mix(Cm1, _with(last, z))
       near, total = near[..., :-1, :], near[..., -1:, :]
@@ -159,7 +155,7 @@ def _forward(kb, vb, C0, Cm, w_out, G, padded):
       Q = _decay_scan(step, total, Q0)
       far = step * _with(Q0, Q)
       acc.append(into * (near + w_out * far) + _diag(C0) * zd)
-      carry_out.append((z[-1], Q[-1]))
+      parts_out.append((z[-1], Q[-1]))
     # The own block: each level's right halves from their left halves.
     for b, rows, cols in _levels(k.shape[P]):
       (kl, _), (rl, rr), (vl, _) = (_halves(x, b) for x in (k, r, v))
@@ -168,18 +164,19 @@ def _forward(kb, vb, C0, Cm, w_out, G, padded):
       cross = C0[:, :, rows, cols]
       acc = [a + _join(er * _mix(cross, z)) for a, z in zip(acc, (el * vl, el))]
     num, den = acc
-    return tuple(carry_out), (num / den, den)
+    return ((jnp.concatenate([M1, M], 0)[-2], M[-1]), tuple(parts_out)), (num / den, den, M)
 
-  start = tuple((jnp.zeros(x.shape[1:], x.dtype), jnp.zeros(x.shape[1:3] + (1,) + x.shape[4:], x.dtype))
+  neg = jnp.full(kb.shape[1:3] + (1, kb.shape[-1]), NEG, kb.dtype)
+  parts = tuple((jnp.zeros(x.shape[1:], x.dtype), jnp.zeros(neg.shape[:3] + x.shape[-1:], x.dtype))
                 for x in (vb, kb))
-  _, (out, den) = jax.lax.scan(group, start, _groups(G, kb, vb, C0, Cm1, w_out, M, M1, step))
-  out, den = _ungroup(out, den)
-  return out, (kb, vb, C0, Cm1, w_out, den, out)
+  _, (out, den, M) = jax.lax.scan(group, ((neg, neg), parts), _groups(G, kb, vb, C0, Cm1, w_out))
+  out, den, M = _ungroup(out, den, M)
+  return out, (kb, vb, C0, Cm1, w_out, den, out, M)
 
 
 def _backward(G, padded, res, g):
-  kb, vb, C0, Cm1, w_out, den, out = res
-  M, M1, _ = _maxima(kb)
+  kb, vb, C0, Cm1, w_out, den, out, M = res
+  M1 = shift(M, 1, axis=0, fill=NEG)
   step = jnp.exp(M1 - M)  # moves row sums from M_i to M_{i-1}
   step_next = shift(step, -1, axis=0)
   # The rows of block i reach key block i - 1 through Cm_i and earlier ones through w_out.
