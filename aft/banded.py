@@ -6,9 +6,11 @@ normaliser), kept as a pair (num, den) with a reference `ref`: the true value is
 causal mode no reference depends on a later key.
 
 The sequence is cut into blocks of c positions. Keys more than one block away
-enter through a log-sum-exp scan over block summaries (T / c of them); the
-neighbouring and own blocks through [c, c] matmuls with the bias weights; the
-own block, when causal, exactly per row by recursive doubling (`causal_diag`).
+enter through a scan over block summaries (T / c of them); the neighbouring and
+own blocks through [c, c] matmuls with the bias weights. The causal banded sum
+and its hand-written gradient live in aft/banded_causal.py (prefix-maximum
+references, the own block by recursive doubling, a scan over groups of blocks);
+`causal_diag` is the doubling with log-sum-exp merges that AFT-full uses.
 
 Arrays carry heads: k [B, T, h, dk], v [B, T, h, dh] with dk in {1, dh}, so one
 code path serves AFT-local (h = 1, dk = dh = d) and AFT-conv (dk = 1, one key per
