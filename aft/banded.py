@@ -6,9 +6,11 @@ normaliser), kept as a pair (num, den) with a reference `ref`: the true value is
 causal mode no reference depends on a later key.
 
 The sequence is cut into blocks of c positions. Keys more than one block away
-enter through a log-sum-exp scan over block summaries (T / c of them); the
-neighbouring and own blocks through [c, c] matmuls with the bias weights; the
-own block, when causal, exactly per row by recursive doubling (`causal_diag`).
+enter through a scan over block summaries (T / c of them); the neighbouring and
+own blocks through [c, c] matmuls with the bias weights. The causal banded sum
+and its hand-written gradient live in aft/banded_causal.py (prefix-maximum
+references, the own block by recursive doubling, a scan over groups of blocks);
+`causal_diag` is the doubling with log-sum-exp merges that AFT-full uses.
 
 Arrays carry heads: k [B, T, h, dk], v [B, T, h, dh] with dk in {1, dh}, so one
 code path serves AFT-local (h = 1, dk = dh = d) and AFT-conv (dk = 1, one key per
@@ -99,32 +101,8 @@ def banded(k, v, blocks, *, left: int, right: int, causal: bool):
       out.append(far * w_out + sum(near(o, z) for o in weights))
     return from_blocks(out[0] / out[1], T)
 
-  # Blocks <= i - 2: a log-sum-exp scan over block totals, each at its block's max.
-  mu = _sg(kb.max(axis=2, keepdims=True))
-  e = jnp.exp(kb - mu)
-  ev = e * vb
-  far = jax.lax.associative_scan(
-      lse_merge, (mu, axis_sum(ev, 2, True), axis_sum(e, 2, True)), axis=1)
-  far_ref, far_num, far_den = (shift(x, 2, axis=1, fill=f) for x, f in zip(far, (NEG, 0., 0.)))
-  # Block i - 1 lies wholly in the past of block i: its max is a safe reference. It and
-  # the far blocks meet at their common (per block) maximum.
-  prev_ref = shift(mu, 1, axis=1, fill=NEG)
-  ref = jnp.maximum(far_ref, prev_ref)
-  a, b = jnp.exp(far_ref - ref), jnp.exp(prev_ref - ref)
-  past = (ref, far_num * a * w_out + near(-1, ev) * b, far_den * a * w_out + near(-1, e) * b)
-  # Block i: exact per-row running maxima.
-  _, num, den = lse_merge(past, _grouped_diag(weights[0], kb, vb))
-  return from_blocks(num / den, T)
-
-
-def _grouped_diag(C, k, v, positions: int = 1024):
-  """causal_diag over groups of about `positions` rows, each recomputed in the backward
-  pass: the doubling's intermediates never exist for the whole sequence at once."""
-  n, c = C.shape[:2]
-  one = lambda a: [x[:, 0] for x in causal_diag(a[0][None], a[1][:, None], a[2][:, None])]
-  out = jax.lax.map(jax.checkpoint(one), (C, jnp.moveaxis(k, 1, 0), jnp.moveaxis(v, 1, 0)),
-                    batch_size=min(n, max(1, positions // c)))
-  return [jnp.moveaxis(x, 0, 1) for x in out]
+  from aft.banded_causal import causal_sum  # it builds on this module's helpers
+  return from_blocks(causal_sum(kb, vb, weights[0], weights[-1], w_out), T)
 
 
 def _band_weights(blocks, n, c, T, left, right, causal):

@@ -1,0 +1,237 @@
+"""The causal banded AFT sum (aft.banded.banded, causal=True) and its hand-written gradient.
+
+Blocked as in aft.banded: [B, n, c, h, ·] arrays, keys k with dk in {1, dh} channels.
+Every row t takes the prefix maximum r_t = max_{s <= t} k_s as its reference: it is
+nondecreasing in t, so for keys s <= t every factor exp(k_s - r_t) splits at any
+position p between them into exp(k_s - r_p) exp(r_p - r_t), both <= 1. Each sum is then
+a linear pass with such factors (no log-sum-exp merges), and the gradient, the same sums
+taken backwards in time with the transposed weights, reuses the forward's references:
+
+  out_t = sum_s P_ts v_s,  P_ts = W_ts exp(k_s - r_t) / den_t,
+  dv_s = sum_t P_ts g_t,   dk_s = v_s dv_s - sum_t P_ts g_t out_t,
+  dW_ts = exp(k_s - r_t) g_t (v_s - out_t) / den_t   (summed over the channels of a head),
+
+W being the scaled weights of aft.banded._band_weights: C0 on the own block (its lower
+triangle), Cm on the previous one, w_out (uniform per row) on the blocks before it.
+Three parts per block: the own block by recursive doubling (the factor splits at the
+end of the left half), the previous block through one [c, c] matmul (split at the end
+of that block, reference M_i), the earlier blocks through a scan over block totals.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from aft.banded import NEG, shift
+
+
+GROUP = 512  # positions per step of the scan over groups of blocks: its arrays stay in cache
+P = 3  # the position axis of a group's [G, B, h, c, ·] arrays (G blocks)
+
+
+def _decay_scan(decay, x, start, reverse: bool = False):
+  """y_i = x_i + decay_i y_{i-1} over the G blocks, y_{-1} = start (reverse: y_i = x_i +
+  decay_i y_{i+1}, y_G = start)."""
+  op = lambda a, b: (a[0] * b[0], b[1] + b[0] * a[1])
+  decays, y = jax.lax.associative_scan(op, (decay, x), axis=0, reverse=reverse)
+  return y + decays * start
+
+
+def _with(first, x, last: bool = False):
+  """[first, x_0 .. x_{G-2}] (last: [x_1 .. x_{G-1}, first]): x shifted by one block."""
+  return jnp.concatenate([x[1:], first[None]] if last else [first[None], x[:-1]], axis=0)
+
+
+def _levels(c):
+  """(b, row and column indices of the lower-left [b, b] cross blocks in a [c, c] block)
+  of the doubling: at level b, the rows of each right half against its left half's keys."""
+  b = 1
+  while b < c:
+    starts = jnp.arange(c // (2 * b))[:, None, None] * 2 * b
+    yield b, starts + b + jnp.arange(b)[:, None], starts + jnp.arange(b)
+    b *= 2
+
+
+def _halves(x, b):
+  """[G, B, h, c, ·] -> (left, right) halves [G, B, h, c / 2b, b, ·] of the level-b pairs."""
+  x = x.reshape(*x.shape[:P], -1, 2, b, x.shape[-1])
+  return x[..., 0, :, :], x[..., 1, :, :]
+
+
+def _join(half, right: bool = True):
+  """Right (or left) halves [G, B, h, g, b, ·] -> [G, B, h, c, ·], zeros on the others."""
+  pad = [(0, 0)] * (half.ndim - 2) + [(1, 0) if right else (0, 1), (0, 0), (0, 0)]
+  x = jnp.pad(half[..., None, :, :], pad)
+  return x.reshape(*x.shape[:P], -1, x.shape[-1])
+
+
+def _mix(C, x, transpose: bool = False):
+  """sum_k C[q, k] x[k] (transpose: sum_q C[q, k] x[q]): C [G, h, .., q, k], x [G, B, h,
+  .., ·, z], as one batched matmul whose operands and result keep their layouts."""
+  C = jnp.broadcast_to(C[:, None], x.shape[:2] + C.shape[1:])
+  batch = tuple(range(x.ndim - 2))
+  contract = (x.ndim - 2 if transpose else x.ndim - 1,), (x.ndim - 2,)
+  return jax.lax.dot_general(C, x, (contract, (batch, batch)))
+
+
+def _weights_grad(u, x):
+  """sum over batch and channels of u_t x_s: [G, B, h, .., q, dh], [G, B, h, .., k, dk] ->
+  [G, h, .., q, k] (dk = 1: one key channel serves the head's dh channels)."""
+  if x.shape[-1] == 1 and u.shape[-1] != 1:
+    u = u.sum(-1, keepdims=True)
+  batch = tuple(range(x.ndim - 2))
+  return jax.lax.dot_general(u, x, (((x.ndim - 1,), (x.ndim - 1,)), (batch, batch))).sum(1)
+
+
+def _diag(C):
+  """The diagonal C[.., t, t] of [G, h, c, c] as [G, 1, h, c, 1]."""
+  return jnp.diagonal(C, axis1=2, axis2=3)[:, None, :, :, None]
+
+
+def causal_sum(kb, vb, C0, Cm, w_out):
+  """out [B, n, c, h, dh]: the causal banded ratio; see the module's docstring.
+  kb [B, n, c, h, dk] (padding NEG), vb [B, n, c, h, dh], C0, Cm [n, c, c, h],
+  w_out [1, n, c, h, 1] (it carries no gradient: it holds only stopped maxima).
+
+  Computed blocks first, [n, B, h, c, ·], by a scan over groups of G blocks (GROUP
+  positions) whose intermediates stay in cache; inside a group every matmul is a plain
+  batched one. n is padded to a multiple of G with blocks that reach no real row."""
+  n, c = kb.shape[1:3]
+  G = max(1, min(n, GROUP // c))
+  pad = -n % G
+  lay = lambda x, fill=0.: jnp.pad(_swap(x), [(0, pad)] + [(0, 0)] * 4, constant_values=fill)
+  weights = lambda C: jnp.pad(jnp.transpose(C, (0, 3, 1, 2)), [(0, pad)] + [(0, 0)] * 3)
+  out = _causal_sum(lay(kb, NEG), lay(vb), weights(C0), weights(Cm), lay(w_out), G, pad > 0)
+  return _swap(out[:n])
+
+
+def _swap(x):
+  """[a, b, c, d, z] <-> [b, a, d, c, z]; a reshape when it moves only axes of size 1
+  (XLA copies the transposed array into a scan's operand even then)."""
+  a, b, c, d, z = x.shape
+  if (a == 1 or b == 1) and (c == 1 or d == 1):
+    return x.reshape(b, a, d, c, z)
+  return jnp.transpose(x, (1, 0, 3, 2, 4))
+
+
+def _groups(G, *xs):
+  return [x.reshape(-1, G, *x.shape[1:]) for x in xs]
+
+
+def _ungroup(*xs):
+  return [x.reshape(-1, *x.shape[2:]) for x in xs]
+
+
+def _rows(k, M1):
+  """Each row's reference r (the prefix maximum of the keys) from the block's start M1."""
+  return jnp.maximum(M1, jax.lax.associative_scan(jnp.maximum, k, axis=P))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _causal_sum(kb, vb, C0, Cm, w_out, G, padded):
+  return _forward(kb, vb, C0, Cm, w_out, G, padded)[0]
+
+
+def _forward(kb, vb, C0, Cm, w_out, G, padded):
+  Cm1 = jnp.concatenate([Cm, jnp.ones_like(Cm[:, :, :1])], axis=2)  # + a row for the total
+
+  def group(carry, xs):
+    (Ma, Mb), parts = carry  # M of the previous group's last two blocks
+    k, v, C0, Cm1, w_out = xs
+    # M_i: the prefix maximum of the keys at the end of block i (NEG before the first).
+    M = jnp.maximum(Mb, jax.lax.cummax(k.max(axis=P, keepdims=True), axis=0))
+    M1 = _with(Mb, M)
+    step = jnp.exp(_with(Ma, M1) - M1)  # moves block sums from M_{i-2} to M_{i-1}
+    r = _rows(k, M1)
+    e, ed, into = jnp.exp(k - M), jnp.exp(k - r), jnp.exp(M1 - r)
+    acc, parts_out = [], []
+    for z, zd, (last, Q0) in zip((e * v, e), (ed * v, ed), parts):
+      # The previous block by a matmul at M_{i-1}, with its total in the extra row.
+      near = _mix(Cm1, _with(last, z))
+      near, total = near[..., :-1, :], near[..., -1:, :]
+      # Blocks <= i - 2: Q_i, the sum of the blocks <= i - 1 at M_{i-1}, by a scan.
+      Q = _decay_scan(step, total, Q0)
+      far = step * _with(Q0, Q)
+      acc.append(into * (near + w_out * far) + _diag(C0) * zd)
+      parts_out.append((z[-1], Q[-1]))
+    # The own block: each level's right halves from their left halves.
+    for b, rows, cols in _levels(k.shape[P]):
+      (kl, _), (rl, rr), (vl, _) = (_halves(x, b) for x in (k, r, v))
+      mid = rl[..., -1:, :]
+      el, er = jnp.exp(kl - mid), jnp.exp(mid - rr)
+      cross = C0[:, :, rows, cols]
+      acc = [a + _join(er * _mix(cross, z)) for a, z in zip(acc, (el * vl, el))]
+    num, den = acc
+    return ((jnp.concatenate([M1, M], 0)[-2], M[-1]), tuple(parts_out)), (num / den, den, M)
+
+  neg = jnp.full(kb.shape[1:3] + (1, kb.shape[-1]), NEG, kb.dtype)
+  parts = tuple((jnp.zeros(x.shape[1:], x.dtype), jnp.zeros(neg.shape[:3] + x.shape[-1:], x.dtype))
+                for x in (vb, kb))
+  _, (out, den, M) = jax.lax.scan(group, ((neg, neg), parts), _groups(G, kb, vb, C0, Cm1, w_out))
+  out, den, M = _ungroup(out, den, M)
+  return out, (kb, vb, C0, Cm1, w_out, den, out, M)
+
+
+def _backward(G, padded, res, g):
+  kb, vb, C0, Cm1, w_out, den, out, M = res
+  M1 = shift(M, 1, axis=0, fill=NEG)
+  step = jnp.exp(M1 - M)  # moves row sums from M_i to M_{i-1}
+  step_next = shift(step, -1, axis=0)
+  # The rows of block i reach key block i - 1 through Cm_i and earlier ones through w_out.
+  Cmw = jnp.concatenate([Cm1[:, :, :-1], w_out[:, 0]], axis=3)
+
+  def group(carry, xs):
+    k, v, g, den, out, C0, Cmw, M, M1, step, step_next = xs
+    r = _rows(k, M1)
+    e, ed, into = jnp.exp(k - M), jnp.exp(k - r), jnp.exp(M1 - r)
+    ys = (g / den, g * out / den)  # sums of P_ts y_t give dv and, less v dv, -dk
+    acc, carry_out, dCm = [], [], 0.
+    for y, x, (u0, back0, R0, R1) in zip(ys, (e * v, -e), carry):
+      # Rows of block i at M_{i-1}: against key block i - 1 (the transposed matmul, and the
+      # weights' gradient), and summed by w_out for the key blocks before it.
+      u = into * y
+      back = _mix(Cmw, u, transpose=True)
+      back, total = back[..., :-1, :], back[..., -1:, :]
+      dCm = dCm + _weights_grad(_with(u0, u, last=True), x)  # [j] holds Cm_{j+1}'s
+      # R_i: the rows of blocks >= i at M_{i-1}; key block j takes R_{j+2} at M_j.
+      R = _decay_scan(step, total, R0, reverse=True)
+      R2 = jnp.concatenate([R[2:], R0[None], R1[None]], axis=0)[-R.shape[0]:]
+      acc.append(e * (_with(back0, back, last=True) + step_next * R2) + _diag(C0) * ed * y)
+      carry_out.append((u[0], back[0], R[0], jnp.concatenate([R, R0[None]], 0)[1]))
+    # The own block: the diagonal, then each level's left halves from their right halves.
+    c = k.shape[P]
+    diag = (_weights_grad(ys[0][..., None, :], (ed * v)[..., None, :]) -
+            _weights_grad(ys[1][..., None, :], ed[..., None, :]))  # [G, h, c, 1, 1]
+    dC0 = jnp.zeros(C0.shape, C0.dtype).at[:, :, jnp.arange(c), jnp.arange(c)].set(
+        diag[..., 0, 0])
+    for b, rows, cols in _levels(c):
+      (kl, _), (rl, rr), (vl, _) = (_halves(a, b) for a in (k, r, v))
+      mid = rl[..., -1:, :]
+      el, er = jnp.exp(kl - mid), jnp.exp(mid - rr)
+      cross = C0[:, :, rows, cols]
+      dcross = 0.
+      for i, (y, x) in enumerate(zip(ys, (el * vl, -el))):
+        ur = er * _halves(y, b)[1]
+        acc[i] = acc[i] + _join(el * _mix(cross, ur, transpose=True), right=False)
+        dcross = dcross + _weights_grad(ur, x)
+      dC0 = dC0.at[:, :, rows, cols].add(dcross)
+    dv = acc[0]
+    dk = v * dv - acc[1]
+    if k.shape[-1] == 1:
+      dk = dk.sum(-1, keepdims=True)
+    return tuple(carry_out), (dk, dv, dC0, dCm)
+
+  z = lambda x, rows: jnp.zeros(x.shape[1:3] + (rows, x.shape[-1]), x.dtype)
+  start = tuple((z(vb, vb.shape[3]), z(vb, vb.shape[3]), z(vb, 1), z(vb, 1)) for _ in range(2))
+  if padded:
+    out = jnp.where(den > 0, out, 0.)  # rows of padding blocks (no keys; g is 0 there)
+    den = jnp.where(den > 0, den, 1.)
+  xs = _groups(G, kb, vb, g, den, out, C0, Cmw, M, M1, step, step_next)
+  _, grads = jax.lax.scan(group, start, xs, reverse=True)
+  dk, dv, dC0, dCm = _ungroup(*grads)
+  return dk, dv, dC0, shift(dCm, 1, axis=0), jnp.zeros_like(w_out)
+
+
+_causal_sum.defvjp(_forward, _backward)
