@@ -24,7 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from aft.banded import NEG, shift
+from aft.blocks import NEG, shift
 
 
 GROUP = 512  # positions per step of the scan over groups of blocks: its arrays stay in cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aft.banded import NEG, lse_merge
+from aft.blocks import NEG, lse_merge
 
 
 def simple_cache(batch: int, dim: int):

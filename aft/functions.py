@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aft.banded import NEG, axis_sum, banded, block_size, causal_diag, lse_merge, shift
+from aft.banded import banded, causal_diag
+from aft.blocks import NEG, axis_sum, block_size, lse_merge, shift
 from aft.simple_scan import simple_causal
 from aft.sequence_parallel import sharded_aft
 from mixers import sequence_parallel as sp

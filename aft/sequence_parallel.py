@@ -19,7 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from aft.banded import NEG, lse_merge
+from aft.blocks import NEG, lse_merge
 from mixers import sequence_parallel as sp
 
 

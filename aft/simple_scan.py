@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aft.banded import NEG, from_blocks, lse_merge, shift, to_blocks
+from aft.blocks import NEG, from_blocks, lse_merge, shift, to_blocks
 
 SCAN_CHUNK = 64  # positions per chunk
 
