@@ -8,7 +8,8 @@ from flax import nnx
 from mixers.base import Mixer, check_length
 from mixers import sequence_parallel as sp
 from mixers.chunked_softmax import chunked_softmax_attention
-from mixers.layers import linear
+from mixers.dense_softmax import dense_softmax_attention
+from mixers.layers import constrain, linear
 from mixers.registry import register
 from mixers.ring_softmax import ring_softmax_attention
 
@@ -28,11 +29,11 @@ def choose_implementation(q, chunk_size: int) -> str:
   """The backend that implementation=None picks for queries q: [batch, length, heads, dh].
 
   cuDNN flash attention on a GPU where it applies (bf16/fp16, dh <= 128 and a
-  multiple of 8); otherwise dense XLA while the whole sequence fits in one chunk
-  (length <= chunk_size), and the chunked path above that. Dense XLA stores the
-  [batch, heads, T, T] scores several times over for the gradient (1.6 GB at
-  T=4096, batch 1, 8 heads); on CPU it is also slower than the chunked path from
-  T=1024 on, and the two are level at T=512.
+  multiple of 8); otherwise the dense path (mixers.dense_softmax) while the whole
+  sequence fits in one chunk (length <= chunk_size), and the chunked path above that.
+  The dense path keeps one float32 [batch, heads, T, T] array for the gradient (0.5 GB
+  at T=4096, batch 1, 8 heads; autodiff of jax.nn.dot_product_attention's dense form
+  kept 1.6 GB, and on CPU it was slower than the chunked path from T=1024 on).
   """
   t, dh = q.shape[1], q.shape[-1]
   if (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
@@ -45,8 +46,8 @@ def softmax_attention(q, k, v, *, causal: bool, implementation: str | None = Non
                       chunk_size: int = 512):
   """softmax(q k^T / sqrt(dh)) v over [batch, length, heads, dh] arrays.
 
-  implementation: 'xla' (dense scores), 'cudnn' (flash attention on a GPU), both
-  through jax.nn.dot_product_attention; 'chunked' (mixers.chunked_softmax, memory
+  implementation: 'xla' (dense scores, mixers.dense_softmax), 'cudnn' (flash attention on
+  a GPU, through jax.nn.dot_product_attention); 'chunked' (mixers.chunked_softmax, memory
   linear in length, chunk_size positions per block); None picks one by
   choose_implementation.
   """
@@ -56,8 +57,9 @@ def softmax_attention(q, k, v, *, causal: bool, implementation: str | None = Non
   implementation = implementation or choose_implementation(q, chunk_size)
   if implementation == 'chunked':
     return chunked_softmax_attention(q, k, v, causal=causal, chunk_size=chunk_size)
-  return jax.nn.dot_product_attention(q, k, v, is_causal=causal,
-                                      implementation=implementation)
+  if implementation == 'xla':
+    return dense_softmax_attention(q, k, v, causal=causal)
+  return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation='cudnn')
 
 
 @register('softmax')
@@ -85,9 +87,18 @@ class SoftmaxAttention(Mixer):
   def _heads(self, x):
     return x.reshape(*x.shape[:2], self.num_heads, -1)
 
+  def _qkv(self, x):
+    """Queries, keys, values [batch, length, heads, dh]. The key bias b adds q . b to every
+    score of a row, which the softmax cancels exactly: it is left out, so its gradient is
+    exactly zero rather than rounding noise (which AdamW turns into lr-sized steps that
+    differ with the compiled layout, e.g. scanned or looped layers). Outputs are unchanged
+    (up to rounding) for any b, so checkpoints that hold one restore as they were."""
+    k = constrain(x @ self.k.kernel[...], self.k.activation)
+    return self._heads(self.q(x)), self._heads(k), self._heads(self.v(x))
+
   def __call__(self, x, *, rng=None):
     check_length(x.shape[1], self.max_len, 'softmax')
-    q, k, v = (self._heads(f(x)) for f in (self.q, self.k, self.v))
+    q, k, v = self._qkv(x)
     y = softmax_attention(q, k, v, causal=self.causal, implementation=self.implementation,
                           chunk_size=self.chunk_size)
     return self.out(y.reshape(x.shape))
@@ -100,7 +111,7 @@ class SoftmaxAttention(Mixer):
 
   def step(self, x_t, cache):
     """One decoding position: append k, v to the cache and attend to positions <= index."""
-    q, k, v = (self._heads(f(x_t)) for f in (self.q, self.k, self.v))
+    q, k, v = self._qkv(x_t)
     i = cache['index']
     ks = jax.lax.dynamic_update_slice_in_dim(cache['k'], k.astype(cache['k'].dtype), i, 1)
     vs = jax.lax.dynamic_update_slice_in_dim(cache['v'], v.astype(cache['v'].dtype), i, 1)

@@ -11,6 +11,7 @@ from flax import nnx
 import mixers
 from mixers import references
 from mixers.chunked_softmax import chunked_softmax_attention
+from mixers.dense_softmax import dense_softmax_attention
 from mixers.softmax import choose_implementation, softmax_attention
 
 
@@ -144,6 +145,46 @@ def test_chunked_extreme_and_bfloat16_inputs():
   assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
   np.testing.assert_allclose(np.asarray(out, np.float32),
                              references.softmax_attention(*qkv(50), causal=True), atol=5e-2)
+
+
+@pytest.mark.parametrize('causal', [False, True])
+def test_dense_forward_and_gradient_match_reference(causal):
+  """The short-sequence path's output and gradient against the float64 reference's."""
+  q, k, v = qkv(63)
+  w = np.random.default_rng(0).normal(size=q.shape)
+  out, grads = output_and_grads(
+      functools.partial(dense_softmax_attention, causal=causal), q, k, v, w)
+  np.testing.assert_allclose(out, references.softmax_attention(q, k, v, causal=causal),
+                             atol=2e-6, rtol=1e-5)
+  for g, ref in zip(grads, references.softmax_attention_vjp(q, k, v, w, causal=causal)):
+    np.testing.assert_allclose(g, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_dense_extreme_and_bfloat16_gradients():
+  attention = functools.partial(dense_softmax_attention, causal=True)
+  w = np.ones((2, 50, 3, 8))
+  _, grads = output_and_grads(attention, *qkv(50, scale=1e4), w)
+  assert all(np.isfinite(g).all() for g in grads)
+  low = [a.astype(jnp.bfloat16) for a in qkv(50)]
+  out, grads = output_and_grads(attention, *low, w)
+  assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+  wide = references.softmax_attention_vjp(*[np.asarray(a, np.float32) for a in low], w,
+                                          causal=True)
+  for g, ref in zip(grads, wide):
+    np.testing.assert_allclose(np.asarray(g, np.float32), ref, atol=5e-2, rtol=5e-2)
+
+
+def test_key_bias_changes_nothing_and_gets_no_gradient():
+  """The key bias cancels in every softmax row: the mixer leaves it out of the scores."""
+  m = build()
+  x = jax.random.normal(jax.random.key(0), (2, 20, 24))
+  grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x) ** 2)))(m)
+  np.testing.assert_array_equal(grads.k.bias[...], 0.0)
+  assert np.abs(grads.q.bias[...]).max() > 0
+  apply = nnx.jit(lambda m: m(x))
+  y = apply(m)
+  m.k.bias[...] = jax.random.normal(jax.random.key(1), m.k.bias.shape)
+  np.testing.assert_allclose(apply(m), y, atol=1e-5, rtol=1e-5)
 
 
 def test_automatic_choice_for_float32():
