@@ -20,8 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from mixers import sequence_parallel as sp
+from mixers.kernel_blocks import blocked_scan
 
 _NEG = float(jnp.finfo(jnp.float32).min)
+# The causal backward keeps the state entering every 4th block (L / (4 block_size) states
+# of m x (dv + 1) per head) and recomputes the 3 in between from their keys alone.
+SAVE_EVERY = 4
 
 
 def upcast(x: jax.Array) -> jax.Array:
@@ -140,55 +144,52 @@ def linear_attention_step(q_feat, k_feat, v, state, k_logscale=None):
   return y, {'kv': kv, 'scale': scale}
 
 
-def _split(a, size):
-  """[..., L, d] -> [L/size, ..., size, d], zero padded: blocks lead, for lax.scan."""
-  length = a.shape[-2]
-  n = -(-length // size)
-  a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, n * size - length), (0, 0)])
-  return jnp.moveaxis(a.reshape(*a.shape[:-2], n, size, a.shape[-1]), -3, 0)
+def _causal_blocks(make_features: Callable, chunk_size: int):
+  """One block of the causal scan: `causal_chunks` continued from the carried state."""
+  def block(params, state, blocks, consts, start):
+    q_b, k_b, v_b = blocks
+    features = make_features(*params)
+    (q_feat, _), (k_feat, k_logscale) = features(q_b), features(k_b)
+    y, state = causal_chunks(q_feat, k_feat, v_b, state, chunk_size=chunk_size,
+                             k_logscale=k_logscale)
+    return state, y
+  return block
 
 
-def _merge(a, length):
-  a = jnp.moveaxis(a, 0, -3)
-  return a.reshape(*a.shape[:-3], -1, a.shape[-1])[..., :length, :]
+def kernel_attention(q, k, v, make_features: Callable, params=(), *, causal: bool,
+                     chunk_size: int = 128, block_size: int = 256, state=None, num_valid=None):
+  """Linear attention with phi = make_features(*params) (x -> (feat, logscale)) over
+  [batch, length, heads, d] inputs.
 
-
-def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: int = 128,
-                     block_size: int = 256, state=None, num_valid=None):
-  """Linear attention with phi = `features` (x -> (feat, logscale)) on [..., L, d] inputs.
-
-  Runs over blocks of `block_size` positions with lax.scan, each step
-  rematerialised: a block's features exist only inside its step and the backward
-  pass recomputes them, so no L x m tensor is formed and memory is
-  O(L d + block_size (m + c) + (block_size/c) m dv). Causal: each block continues
-  `causal_chunks` from the previous block's state (no per-position step).
-  Bidirectional: one pass sums the key summaries, a second reads them.
+  Runs over blocks of `block_size` positions (mixers/kernel_blocks.py): a block's
+  features exist only inside its step, each block is sliced from the inputs and its
+  output written in place, and the backward pass recomputes the blocks in reverse from
+  the state saved at each block's start (per head m x (dv + 1)). Memory beyond the
+  inputs: the output, the gradients, (L / block_size) m (dv + 1) per head, and one block's
+  O(block_size (m + c)) work. Causal: each block continues `causal_chunks` from the
+  previous block's state. Bidirectional: one pass sums the key summary (`key_state`), a
+  second reads it.
 
   state: causal, the keys before these (sequence parallelism); bidirectional, the key
   summary to read instead of this block's own. num_valid: only the first num_valid keys
   count (bidirectional; the rest is padding).
   """
-  length = q.shape[-2]
-  size = min(block_size, length)
-  qb, kb, vb = (_split(a, size) for a in (q, k, v))
-  given = state is not None
-  if not given:
-    state = init_state(q.shape[:-2], feature_count(features, q), v.shape[-1],
-                       jnp.result_type(q, v, jnp.float32))
+  b, _, h, _ = q.shape
+  dv = v.shape[-1]
   if causal:
-    # Zero padding comes after every real query: it changes only the final state.
-    def step(state, block):
-      q_b, k_b, v_b = block
-      (q_feat, _), (k_feat, k_logscale) = features(q_b), features(k_b)
-      y, state = causal_chunks(q_feat, k_feat, v_b, state, chunk_size=chunk_size,
-                               k_logscale=k_logscale)
-      return state, y
-    return _merge(jax.lax.scan(jax.checkpoint(step), state, (qb, kb, vb))[1], length)
+    if state is None:
+      state = init_state((b, h), feature_count(make_features(*params), q), dv,
+                         jnp.result_type(q, v, jnp.float32))
+    return blocked_scan(_causal_blocks(make_features, chunk_size), params, state, (q, k, v),
+                        block_size=block_size, out=(dv, v.dtype), save_every=SAVE_EVERY)[1]
+  if state is None:
+    state = key_state(k, v, make_features, params, block_size=block_size, num_valid=num_valid)
 
-  if not given:
-    state = key_state(k, v, features, block_size=block_size, num_valid=num_valid)
-  read = jax.checkpoint(lambda q_b: _read(features(q_b)[0], state['kv'], v.dtype))
-  return _merge(jax.lax.map(read, qb), length)
+  def read(inputs, carry, blocks, consts, start):
+    params, kv = inputs
+    return carry, _read(make_features(*params)(blocks[0])[0], kv, v.dtype)
+  return blocked_scan(read, (params, state['kv']), (), (q,), block_size=block_size,
+                      out=(dv, v.dtype))[1]
 
 
 def feature_count(features: Callable, x) -> int:
@@ -203,56 +204,54 @@ def combine_states(a, b):
   return {'kv': kv, 'scale': scale[..., 0, 0]}
 
 
-def key_state(k, v, features: Callable, *, block_size: int = 256, num_valid=None):
-  """The key summary of all of k, v (init_state's form), in blocks of block_size keys so no
-  L x m tensor is formed; only the first num_valid keys count when given."""
-  length = k.shape[-2]
-  size = min(block_size, length)
-  state = init_state(k.shape[:-2], feature_count(features, k), v.shape[-1],
+def key_state(k, v, make_features: Callable, params=(), *, block_size: int = 256,
+              num_valid=None):
+  """The key summary of all of k, v [batch, length, heads, d] (init_state's form), in blocks
+  of block_size keys so no L x m tensor is formed; only the first num_valid keys count when
+  given."""
+  b, length, h, _ = k.shape
+  state = init_state((b, h), feature_count(make_features(*params), k), v.shape[-1],
                      jnp.result_type(k, v, jnp.float32))
 
-  def add_keys(state, block):
-    k_b, v_b, real = block
-    k_feat, k_logscale = features(k_b)
+  def add_keys(params, state, blocks, valid, start):
+    k_b, v_b = blocks
+    k_feat, k_logscale = make_features(*params)(k_b)
+    real = start + jnp.arange(k_b.shape[-2]) < valid
     # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
     # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
     k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
     scale, kv = _key_summary(k_feat * real[..., None], v_b, k_logscale)
     return combine_states(state, {'kv': kv, 'scale': scale}), None
-  valid = length if num_valid is None else num_valid
-  real = _split((jnp.arange(length) < valid)[:, None], size)[..., 0]
-  return jax.lax.scan(jax.checkpoint(add_keys), state, (_split(k, size), _split(v, size), real))[0]
+  valid = jnp.asarray(length if num_valid is None else num_valid, jnp.int32)
+  return blocked_scan(add_keys, params, state, (k, v), valid, block_size=block_size)[0]
 
 
 def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: bool,
                        chunk_size: int = 128, block_size: int = 256):
   """kernel_attention over [batch, length, heads, d] arrays, features = make_features(*params).
 
-  Runs head-major inside (contractions over length need no transposed copy of the
-  features). When the mesh splits the length over sequence devices, each device runs its
-  own positions from a key summary of the others (`_sequence_shard`).
+  Head-major inside, one block at a time (contractions over length need no transposed copy
+  of the features, and no transposed copy of the inputs is made). When the mesh splits the
+  length over sequence devices, each device runs its own positions from a key summary of
+  the others (`_sequence_shard`).
   """
-  def run(shard, q, k, v, *params):
-    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
-    args = (q, k, v, make_features(*params))
-    kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size)
-    y = kernel_attention(*args, **kw) if shard is None else _sequence_shard(shard, *args, **kw)
-    return jnp.swapaxes(y, 1, 2)
+  kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size)
   if sp.shards() == 1:
-    return run(None, q, k, v, *params)
-  return sp.sharded(run, (q, k, v), params)
+    return kernel_attention(q, k, v, make_features, params, **kw)
+  return sp.sharded(lambda shard, q, k, v, *params: _sequence_shard(
+      shard, q, k, v, make_features, params, **kw), (q, k, v), params)
 
 
-def _sequence_shard(shard, q, k, v, features, *, causal, chunk_size, block_size):
+def _sequence_shard(shard, q, k, v, make_features, params, *, causal, chunk_size, block_size):
   """One sequence device's part: causal, it continues from the key state of the devices
   before it (an exclusive scan of their summaries, m x (dv + 1) each); bidirectional, it
   reads the sum of every device's summary."""
-  mine = key_state(k, v, features, block_size=block_size,
+  mine = key_state(k, v, make_features, params, block_size=block_size,
                    num_valid=None if causal else shard.valid)
   if causal:
     empty = {'kv': jnp.zeros_like(mine['kv']), 'scale': jnp.full_like(mine['scale'], -jnp.inf)}
     state = sp.exclusive_scan(combine_states, mine, empty, shard)
   else:
     state = sp.all_combine(mine, 'scale')
-  return kernel_attention(q, k, v, features, causal=causal, chunk_size=chunk_size,
+  return kernel_attention(q, k, v, make_features, params, causal=causal, chunk_size=chunk_size,
                           block_size=block_size, state=state)
