@@ -1,7 +1,7 @@
 """Kernelised linear attention over any feature map, bidirectional and causal.
 
 The engine behind `linear` (phi = elu + 1) and `performer` (FAVOR+ random
-features, performer/attention.py). It works on [..., length, *] arrays (any
+features, performer/attention.py). The math works on [..., length, *] arrays (any
 leading batch/head axes): q_feat, k_feat [..., L, m], v [..., L, dv], and
 k_logscale [..., L] (None = 0), a per-key log multiplier: the key features are
 k_feat * exp(k_logscale). Outputs are y_i = sum_j A_ij v_j / sum_j A_ij with
@@ -11,6 +11,9 @@ Values get a column of ones, so numerator and denominator (the paper's C = [V 1]
 come out of the same contractions. Key scales multiply the (dv+1)-wide values or
 the c x c chunk weights, never a copy of the m-wide key features. Sums run in
 float32 at least.
+
+`kernel_attention` runs that math block by block over [batch, length, heads, d] inputs
+(mixers/kernel_blocks.py): blocks sliced in place, a backward pass that recomputes them.
 """
 from __future__ import annotations
 
@@ -96,11 +99,6 @@ def causal_chunks(q_feat, k_feat, v, state, *, chunk_size: int, k_logscale=None)
   per row of keys: O(L m + L c + (L/c) m dv), never an L x m x dv prefix tensor.
   """
   length = q_feat.shape[-2]
-  if k_logscale is None:
-    k_logscale = jnp.zeros(k_feat.shape[:-1], upcast(k_feat).dtype)
-  s = jax.lax.stop_gradient(jnp.maximum(
-      state['scale'][..., None], jax.lax.cummax(k_logscale, axis=k_logscale.ndim - 1)))
-
   c = min(chunk_size, length)
   n = -(-length // c)
   def chunks(a, axis, mode='constant'):
@@ -111,16 +109,24 @@ def causal_chunks(q_feat, k_feat, v, state, *, chunk_size: int, k_logscale=None)
                 mode=mode)
     return a.reshape(*a.shape[:axis], n, c, *a.shape[axis + 1:])
   qc, kc, vc = (chunks(a, -2) for a in (upcast(q_feat), upcast(k_feat), _with_ones(v)))
-  lc, sc = chunks(k_logscale, -1, 'edge'), chunks(s, -1, 'edge')  # [..., n, c]
-
-  # Within chunks: masked Q'K'^T, key j for query i weighted by exp(logscale_j - s_i).
   causal = jnp.tril(jnp.ones((c, c), bool))
-  weight = jnp.exp(jnp.where(causal, lc[..., None, :] - sc[..., :, None], -jnp.inf))
+  if k_logscale is None:
+    # Every log-scale 0: s_i = max(state scale, 0) for all i, so lc and sc hold one value
+    # per row of the batch ([..., 1, 1]) and the c x c weights are the mask times one factor.
+    sc = jax.lax.stop_gradient(jnp.maximum(state['scale'], 0.))[..., None, None]
+    lc = jnp.zeros_like(sc)
+    weight = causal * jnp.exp(lc - sc)[..., None]
+  else:
+    s = jax.lax.stop_gradient(jnp.maximum(
+        state['scale'][..., None], jax.lax.cummax(k_logscale, axis=k_logscale.ndim - 1)))
+    lc, sc = chunks(k_logscale, -1, 'edge'), chunks(s, -1, 'edge')  # [..., n, c]
+    # Within chunks: masked Q'K'^T, key j for query i weighted by exp(logscale_j - s_i).
+    weight = jnp.exp(jnp.where(causal, lc[..., None, :] - sc[..., :, None], -jnp.inf))
   scores = jnp.einsum('...im,...jm->...ij', qc, kc) * weight
   out = jnp.einsum('...ij,...jd->...id', scores, vc)
 
   # Across chunks: summaries relative to each chunk's last s, prefix sums after the state.
-  last = sc[..., -1:, None]  # [..., n, 1, 1]
+  last = jnp.broadcast_to(sc[..., -1:, None], (*sc.shape[:-2], n, 1, 1))
   summary = jnp.einsum('...jm,...jd->...md', kc, vc * jnp.exp(lc[..., None] - last))
   s_pre, kv_pre = jax.lax.associative_scan(
       _combine, (jnp.concatenate([state['scale'][..., None, None, None], last], -3),
@@ -216,13 +222,15 @@ def key_state(k, v, make_features: Callable, params=(), *, block_size: int = 256
   def add_keys(params, state, blocks, valid, start):
     k_b, v_b = blocks
     k_feat, k_logscale = make_features(*params)(k_b)
-    real = start + jnp.arange(k_b.shape[-2]) < valid
-    # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
-    # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
-    k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
-    scale, kv = _key_summary(k_feat * real[..., None], v_b, k_logscale)
+    if num_valid is not None:
+      real = start + jnp.arange(k_b.shape[-2]) < valid
+      # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
+      # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
+      k_feat = k_feat * real[..., None]
+      k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
+    scale, kv = _key_summary(k_feat, v_b, k_logscale)
     return combine_states(state, {'kv': kv, 'scale': scale}), None
-  valid = jnp.asarray(length if num_valid is None else num_valid, jnp.int32)
+  valid = () if num_valid is None else jnp.asarray(num_valid, jnp.int32)
   return blocked_scan(add_keys, params, state, (k, v), valid, block_size=block_size)[0]
 
 
