@@ -26,9 +26,6 @@ from mixers import sequence_parallel as sp
 from mixers.kernel_blocks import blocked_scan
 
 _NEG = float(jnp.finfo(jnp.float32).min)
-# The causal backward keeps the state entering every 4th block (L / (4 block_size) states
-# of m x (dv + 1) per head) and recomputes the 3 in between from their keys alone.
-SAVE_EVERY = 4
 
 
 def upcast(x: jax.Array) -> jax.Array:
@@ -163,7 +160,8 @@ def _causal_blocks(make_features: Callable, chunk_size: int):
 
 
 def kernel_attention(q, k, v, make_features: Callable, params=(), *, causal: bool,
-                     chunk_size: int = 128, block_size: int = 256, state=None, num_valid=None):
+                     chunk_size: int = 128, block_size: int = 256, state=None, num_valid=None,
+                     save_every: int = 4):
   """Linear attention with phi = make_features(*params) (x -> (feat, logscale)) over
   [batch, length, heads, d] inputs.
 
@@ -178,7 +176,9 @@ def kernel_attention(q, k, v, make_features: Callable, params=(), *, causal: boo
 
   state: causal, the keys before these (sequence parallelism); bidirectional, the key
   summary to read instead of this block's own. num_valid: only the first num_valid keys
-  count (bidirectional; the rest is padding).
+  count (bidirectional; the rest is padding). save_every: the causal backward keeps the
+  state entering every save_every-th block only and recomputes the others from their keys
+  (L / (save_every block_size) states; each recomputation costs a block's key features).
   """
   b, _, h, _ = q.shape
   dv = v.shape[-1]
@@ -187,7 +187,7 @@ def kernel_attention(q, k, v, make_features: Callable, params=(), *, causal: boo
       state = init_state((b, h), feature_count(make_features(*params), q), dv,
                          jnp.result_type(q, v, jnp.float32))
     return blocked_scan(_causal_blocks(make_features, chunk_size), params, state, (q, k, v),
-                        block_size=block_size, out=(dv, v.dtype), save_every=SAVE_EVERY)[1]
+                        block_size=block_size, out=(dv, v.dtype), save_every=save_every)[1]
   if state is None:
     state = key_state(k, v, make_features, params, block_size=block_size, num_valid=num_valid)
 
@@ -235,7 +235,7 @@ def key_state(k, v, make_features: Callable, params=(), *, block_size: int = 256
 
 
 def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: bool,
-                       chunk_size: int = 128, block_size: int = 256):
+                       chunk_size: int = 128, block_size: int = 256, save_every: int = 4):
   """kernel_attention over [batch, length, heads, d] arrays, features = make_features(*params).
 
   Head-major inside, one block at a time (contractions over length need no transposed copy
@@ -243,14 +243,15 @@ def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: b
   length over sequence devices, each device runs its own positions from a key summary of
   the others (`_sequence_shard`).
   """
-  kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size)
+  kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size, save_every=save_every)
   if sp.shards() == 1:
     return kernel_attention(q, k, v, make_features, params, **kw)
   return sp.sharded(lambda shard, q, k, v, *params: _sequence_shard(
       shard, q, k, v, make_features, params, **kw), (q, k, v), params)
 
 
-def _sequence_shard(shard, q, k, v, make_features, params, *, causal, chunk_size, block_size):
+def _sequence_shard(shard, q, k, v, make_features, params, *, causal, chunk_size, block_size,
+                    save_every):
   """One sequence device's part: causal, it continues from the key state of the devices
   before it (an exclusive scan of their summaries, m x (dv + 1) each); bidirectional, it
   reads the sum of every device's summary."""
@@ -262,4 +263,4 @@ def _sequence_shard(shard, q, k, v, make_features, params, *, causal, chunk_size
   else:
     state = sp.all_combine(mine, 'scale')
   return kernel_attention(q, k, v, make_features, params, causal=causal, chunk_size=chunk_size,
-                          block_size=block_size, state=state)
+                          block_size=block_size, state=state, save_every=save_every)

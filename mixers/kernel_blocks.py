@@ -14,6 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 
 def _block(x, start, width):
@@ -80,31 +81,47 @@ def blocked_scan(fn: Callable, params, carry, xs: tuple, consts=(), *, block_siz
   def run(params, carry, xs, consts):
     return forward(params, carry, xs, consts, False)[:2]
 
+  differentiated = []  # per leaf of params: whether its gradient is wanted (set by run_fwd)
+
   def run_fwd(params, carry, xs, consts):
+    differentiated[:] = [p.perturbed for p in jax.tree.leaves(params)]
+    params, carry, xs, consts = jax.tree.map(lambda p: p.value, (params, carry, xs, consts))
     carry, ys, saved = forward(params, carry, xs, consts, True)
     return (carry, ys), (params, saved, xs, consts)
 
   def run_bwd(res, cotangents):
     params, saved, xs, consts = res
-    dcarry, dys = cotangents
+    dcarry, dys = jax.tree.map(lambda c: jnp.zeros(c.aval.shape, c.aval.dtype)
+                               if isinstance(c, SymbolicZero) else c, cotangents,
+                               is_leaf=lambda c: isinstance(c, SymbolicZero))
+    # Only the wanted parameter gradients are computed (a fixed FAVOR+ projection's would
+    # cost a block's [positions, m] x [positions, d] product in every block for nothing).
+    leaves, tree = jax.tree.flatten(params)
+    wanted = [leaf for leaf, d in zip(leaves, differentiated) if d]
+
+    def merged(chosen, others):
+      """params' structure: the wanted leaves from `chosen`, the others from `others`."""
+      chosen = iter(chosen)
+      return tree.unflatten([next(chosen) if d else o for o, d in zip(others, differentiated)])
 
     def body(i, width, state):
       """Block i's VJP from the carry that entered it and the gradient of the one it left."""
-      dparams, dcarry, dxs = state
+      dwanted, dcarry, dxs = state
       start = i * size
       advance = lambda j, c: fn(params, c, tuple(_block(x, j * size, size) for x in xs),
                                 consts, j * size)[0]
       carry = jax.lax.fori_loop(i - i % save_every, i, advance,
                                 jax.tree.map(lambda s: s[i // save_every], saved))
-      _, vjp = jax.vjp(lambda p, c, blocks: fn(p, c, blocks, consts, start),
-                       params, carry, tuple(_block(x, start, width) for x in xs))
+      _, vjp = jax.vjp(lambda p, c, blocks: fn(merged(p, leaves), c, blocks, consts, start),
+                       wanted, carry, tuple(_block(x, start, width) for x in xs))
       dp, dcarry, dblocks = vjp((dcarry, None if out is None else _block(dys, start, width)))
-      return (_add(dparams, dp), dcarry,
+      return (_add(dwanted, dp), dcarry,
               tuple(_put(g, start, d) for g, d in zip(dxs, dblocks)))
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-    dparams, dcarry, dxs = _loop(length, size, body, (zeros(params), dcarry, zeros(xs)),
+    dwanted, dcarry, dxs = _loop(length, size, body, (zeros(wanted), dcarry, zeros(xs)),
                                  reverse=True)
+    dparams = merged(dwanted, [jnp.zeros_like(leaf) for leaf in leaves])
     return dparams, dcarry, dxs, jax.tree.map(lambda _: None, consts)
 
-  run.defvjp(run_fwd, run_bwd)
+  run.defvjp(run_fwd, run_bwd, symbolic_zeros=True)
   return run(params, carry, tuple(xs), consts)

@@ -27,14 +27,16 @@ def dense(q, k, v, w, kernel, causal):
 @pytest.mark.parametrize('kernel', ['softmax', 'relu'])  # log-scales, none
 @pytest.mark.parametrize('causal', [True, False])
 def test_gradients_match_dense_float64(kernel, causal):
-  b, length, h, d, m = 2, 23, 2, 4, 6  # blocks of 8 (a shorter last one), chunks of 3
+  b, length, h, d, m = 2, 16, 2, 4, 6  # 2 blocks of 8, chunks of 3 (padded in a block)
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
     q, k, v = (jnp.asarray(rng.standard_normal((b, length, h, d)) * 2.0) for _ in range(3))
     w = random_projection(jax.random.key(0), m, d).astype(jnp.float64)
     g = jnp.asarray(rng.standard_normal((b, length, h, d)))
-    blocked = lambda q, k, v, w: kernel_attention(q, k, v, lambda w: feature_map(w, kernel), (w,),
-                                                  causal=causal, chunk_size=3, block_size=8)
+    # Every block's state kept (as FAVOR+ runs), or every 2nd: block 1 recomputed from 0's.
+    blocked = lambda q, k, v, w: kernel_attention(
+        q, k, v, lambda w: feature_map(w, kernel), (w,), causal=causal, chunk_size=3,
+        block_size=8, save_every=1 if kernel == 'softmax' else 2)
     reference = lambda q, k, v, w: dense(q, k, v, w, kernel, causal)
     got, want = (jax.jit(jax.value_and_grad(lambda *a, f=f: jnp.sum(f(*a) * g),
                                             argnums=(0, 1, 2, 3)))(q, k, v, w)
