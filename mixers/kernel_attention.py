@@ -1,7 +1,7 @@
 """Kernelised linear attention over any feature map, bidirectional and causal.
 
 The engine behind `linear` (phi = elu + 1) and `performer` (FAVOR+ random
-features, performer/attention.py). It works on [..., length, *] arrays (any
+features, performer/attention.py). The math works on [..., length, *] arrays (any
 leading batch/head axes): q_feat, k_feat [..., L, m], v [..., L, dv], and
 k_logscale [..., L] (None = 0), a per-key log multiplier: the key features are
 k_feat * exp(k_logscale). Outputs are y_i = sum_j A_ij v_j / sum_j A_ij with
@@ -11,6 +11,9 @@ Values get a column of ones, so numerator and denominator (the paper's C = [V 1]
 come out of the same contractions. Key scales multiply the (dv+1)-wide values or
 the c x c chunk weights, never a copy of the m-wide key features. Sums run in
 float32 at least.
+
+`kernel_attention` runs that math block by block over [batch, length, heads, d] inputs
+(mixers/kernel_blocks.py): blocks sliced in place, a backward pass that recomputes them.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from mixers import sequence_parallel as sp
+from mixers.kernel_blocks import blocked_scan
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 
@@ -92,11 +96,6 @@ def causal_chunks(q_feat, k_feat, v, state, *, chunk_size: int, k_logscale=None)
   per row of keys: O(L m + L c + (L/c) m dv), never an L x m x dv prefix tensor.
   """
   length = q_feat.shape[-2]
-  if k_logscale is None:
-    k_logscale = jnp.zeros(k_feat.shape[:-1], upcast(k_feat).dtype)
-  s = jax.lax.stop_gradient(jnp.maximum(
-      state['scale'][..., None], jax.lax.cummax(k_logscale, axis=k_logscale.ndim - 1)))
-
   c = min(chunk_size, length)
   n = -(-length // c)
   def chunks(a, axis, mode='constant'):
@@ -107,16 +106,24 @@ def causal_chunks(q_feat, k_feat, v, state, *, chunk_size: int, k_logscale=None)
                 mode=mode)
     return a.reshape(*a.shape[:axis], n, c, *a.shape[axis + 1:])
   qc, kc, vc = (chunks(a, -2) for a in (upcast(q_feat), upcast(k_feat), _with_ones(v)))
-  lc, sc = chunks(k_logscale, -1, 'edge'), chunks(s, -1, 'edge')  # [..., n, c]
-
-  # Within chunks: masked Q'K'^T, key j for query i weighted by exp(logscale_j - s_i).
   causal = jnp.tril(jnp.ones((c, c), bool))
-  weight = jnp.exp(jnp.where(causal, lc[..., None, :] - sc[..., :, None], -jnp.inf))
+  if k_logscale is None:
+    # Every log-scale 0: s_i = max(state scale, 0) for all i, so lc and sc hold one value
+    # per row of the batch ([..., 1, 1]) and the c x c weights are the mask times one factor.
+    sc = jax.lax.stop_gradient(jnp.maximum(state['scale'], 0.))[..., None, None]
+    lc = jnp.zeros_like(sc)
+    weight = causal * jnp.exp(lc - sc)[..., None]
+  else:
+    s = jax.lax.stop_gradient(jnp.maximum(
+        state['scale'][..., None], jax.lax.cummax(k_logscale, axis=k_logscale.ndim - 1)))
+    lc, sc = chunks(k_logscale, -1, 'edge'), chunks(s, -1, 'edge')  # [..., n, c]
+    # Within chunks: masked Q'K'^T, key j for query i weighted by exp(logscale_j - s_i).
+    weight = jnp.exp(jnp.where(causal, lc[..., None, :] - sc[..., :, None], -jnp.inf))
   scores = jnp.einsum('...im,...jm->...ij', qc, kc) * weight
   out = jnp.einsum('...ij,...jd->...id', scores, vc)
 
   # Across chunks: summaries relative to each chunk's last s, prefix sums after the state.
-  last = sc[..., -1:, None]  # [..., n, 1, 1]
+  last = jnp.broadcast_to(sc[..., -1:, None], (*sc.shape[:-2], n, 1, 1))
   summary = jnp.einsum('...jm,...jd->...md', kc, vc * jnp.exp(lc[..., None] - last))
   s_pre, kv_pre = jax.lax.associative_scan(
       _combine, (jnp.concatenate([state['scale'][..., None, None, None], last], -3),
@@ -140,55 +147,55 @@ def linear_attention_step(q_feat, k_feat, v, state, k_logscale=None):
   return y, {'kv': kv, 'scale': scale}
 
 
-def _split(a, size):
-  """[..., L, d] -> [L/size, ..., size, d], zero padded: blocks lead, for lax.scan."""
-  length = a.shape[-2]
-  n = -(-length // size)
-  a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, n * size - length), (0, 0)])
-  return jnp.moveaxis(a.reshape(*a.shape[:-2], n, size, a.shape[-1]), -3, 0)
+def _causal_blocks(make_features: Callable, chunk_size: int):
+  """One block of the causal scan: `causal_chunks` continued from the carried state."""
+  def block(params, state, blocks, consts, start):
+    q_b, k_b, v_b = blocks
+    features = make_features(*params)
+    (q_feat, _), (k_feat, k_logscale) = features(q_b), features(k_b)
+    y, state = causal_chunks(q_feat, k_feat, v_b, state, chunk_size=chunk_size,
+                             k_logscale=k_logscale)
+    return state, y
+  return block
 
 
-def _merge(a, length):
-  a = jnp.moveaxis(a, 0, -3)
-  return a.reshape(*a.shape[:-3], -1, a.shape[-1])[..., :length, :]
+def kernel_attention(q, k, v, make_features: Callable, params=(), *, causal: bool,
+                     chunk_size: int = 128, block_size: int = 256, state=None, num_valid=None,
+                     save_every: int = 4):
+  """Linear attention with phi = make_features(*params) (x -> (feat, logscale)) over
+  [batch, length, heads, d] inputs.
 
-
-def kernel_attention(q, k, v, features: Callable, *, causal: bool, chunk_size: int = 128,
-                     block_size: int = 256, state=None, num_valid=None):
-  """Linear attention with phi = `features` (x -> (feat, logscale)) on [..., L, d] inputs.
-
-  Runs over blocks of `block_size` positions with lax.scan, each step
-  rematerialised: a block's features exist only inside its step and the backward
-  pass recomputes them, so no L x m tensor is formed and memory is
-  O(L d + block_size (m + c) + (block_size/c) m dv). Causal: each block continues
-  `causal_chunks` from the previous block's state (no per-position step).
-  Bidirectional: one pass sums the key summaries, a second reads them.
+  Runs over blocks of `block_size` positions (mixers/kernel_blocks.py): a block's
+  features exist only inside its step, each block is sliced from the inputs and its
+  output written in place, and the backward pass recomputes the blocks in reverse from
+  the state saved at each block's start (per head m x (dv + 1)). Memory beyond the
+  inputs: the output, the gradients, (L / block_size) m (dv + 1) per head, and one block's
+  O(block_size (m + c)) work. Causal: each block continues `causal_chunks` from the
+  previous block's state. Bidirectional: one pass sums the key summary (`key_state`), a
+  second reads it.
 
   state: causal, the keys before these (sequence parallelism); bidirectional, the key
   summary to read instead of this block's own. num_valid: only the first num_valid keys
-  count (bidirectional; the rest is padding).
+  count (bidirectional; the rest is padding). save_every: the causal backward keeps the
+  state entering every save_every-th block only and recomputes the others from their keys
+  (L / (save_every block_size) states; each recomputation costs a block's key features).
   """
-  length = q.shape[-2]
-  size = min(block_size, length)
-  qb, kb, vb = (_split(a, size) for a in (q, k, v))
-  given = state is not None
-  if not given:
-    state = init_state(q.shape[:-2], feature_count(features, q), v.shape[-1],
-                       jnp.result_type(q, v, jnp.float32))
+  b, _, h, _ = q.shape
+  dv = v.shape[-1]
   if causal:
-    # Zero padding comes after every real query: it changes only the final state.
-    def step(state, block):
-      q_b, k_b, v_b = block
-      (q_feat, _), (k_feat, k_logscale) = features(q_b), features(k_b)
-      y, state = causal_chunks(q_feat, k_feat, v_b, state, chunk_size=chunk_size,
-                               k_logscale=k_logscale)
-      return state, y
-    return _merge(jax.lax.scan(jax.checkpoint(step), state, (qb, kb, vb))[1], length)
+    if state is None:
+      state = init_state((b, h), feature_count(make_features(*params), q), dv,
+                         jnp.result_type(q, v, jnp.float32))
+    return blocked_scan(_causal_blocks(make_features, chunk_size), params, state, (q, k, v),
+                        block_size=block_size, out=(dv, v.dtype), save_every=save_every)[1]
+  if state is None:
+    state = key_state(k, v, make_features, params, block_size=block_size, num_valid=num_valid)
 
-  if not given:
-    state = key_state(k, v, features, block_size=block_size, num_valid=num_valid)
-  read = jax.checkpoint(lambda q_b: _read(features(q_b)[0], state['kv'], v.dtype))
-  return _merge(jax.lax.map(read, qb), length)
+  def read(inputs, carry, blocks, consts, start):
+    params, kv = inputs
+    return carry, _read(make_features(*params)(blocks[0])[0], kv, v.dtype)
+  return blocked_scan(read, (params, state['kv']), (), (q,), block_size=block_size,
+                      out=(dv, v.dtype))[1]
 
 
 def feature_count(features: Callable, x) -> int:
@@ -203,56 +210,57 @@ def combine_states(a, b):
   return {'kv': kv, 'scale': scale[..., 0, 0]}
 
 
-def key_state(k, v, features: Callable, *, block_size: int = 256, num_valid=None):
-  """The key summary of all of k, v (init_state's form), in blocks of block_size keys so no
-  L x m tensor is formed; only the first num_valid keys count when given."""
-  length = k.shape[-2]
-  size = min(block_size, length)
-  state = init_state(k.shape[:-2], feature_count(features, k), v.shape[-1],
+def key_state(k, v, make_features: Callable, params=(), *, block_size: int = 256,
+              num_valid=None):
+  """The key summary of all of k, v [batch, length, heads, d] (init_state's form), in blocks
+  of block_size keys so no L x m tensor is formed; only the first num_valid keys count when
+  given."""
+  b, length, h, _ = k.shape
+  state = init_state((b, h), feature_count(make_features(*params), k), v.shape[-1],
                      jnp.result_type(k, v, jnp.float32))
 
-  def add_keys(state, block):
-    k_b, v_b, real = block
-    k_feat, k_logscale = features(k_b)
-    # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
-    # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
-    k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
-    scale, kv = _key_summary(k_feat * real[..., None], v_b, k_logscale)
+  def add_keys(params, state, blocks, valid, start):
+    k_b, v_b = blocks
+    k_feat, k_logscale = make_features(*params)(k_b)
+    if num_valid is not None:
+      real = start + jnp.arange(k_b.shape[-2]) < valid
+      # Padded keys get zero features and the lowest finite log-scale: weight 0, and a block
+      # (or a sequence device's whole part) of padding only sums to 0 without a NaN.
+      k_feat = k_feat * real[..., None]
+      k_logscale = jnp.where(real, 0.0 if k_logscale is None else k_logscale, _NEG)
+    scale, kv = _key_summary(k_feat, v_b, k_logscale)
     return combine_states(state, {'kv': kv, 'scale': scale}), None
-  valid = length if num_valid is None else num_valid
-  real = _split((jnp.arange(length) < valid)[:, None], size)[..., 0]
-  return jax.lax.scan(jax.checkpoint(add_keys), state, (_split(k, size), _split(v, size), real))[0]
+  valid = () if num_valid is None else jnp.asarray(num_valid, jnp.int32)
+  return blocked_scan(add_keys, params, state, (k, v), valid, block_size=block_size)[0]
 
 
 def attention_by_heads(q, k, v, make_features: Callable, params=(), *, causal: bool,
-                       chunk_size: int = 128, block_size: int = 256):
+                       chunk_size: int = 128, block_size: int = 256, save_every: int = 4):
   """kernel_attention over [batch, length, heads, d] arrays, features = make_features(*params).
 
-  Runs head-major inside (contractions over length need no transposed copy of the
-  features). When the mesh splits the length over sequence devices, each device runs its
-  own positions from a key summary of the others (`_sequence_shard`).
+  Head-major inside, one block at a time (contractions over length need no transposed copy
+  of the features, and no transposed copy of the inputs is made). When the mesh splits the
+  length over sequence devices, each device runs its own positions from a key summary of
+  the others (`_sequence_shard`).
   """
-  def run(shard, q, k, v, *params):
-    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
-    args = (q, k, v, make_features(*params))
-    kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size)
-    y = kernel_attention(*args, **kw) if shard is None else _sequence_shard(shard, *args, **kw)
-    return jnp.swapaxes(y, 1, 2)
+  kw = dict(causal=causal, chunk_size=chunk_size, block_size=block_size, save_every=save_every)
   if sp.shards() == 1:
-    return run(None, q, k, v, *params)
-  return sp.sharded(run, (q, k, v), params)
+    return kernel_attention(q, k, v, make_features, params, **kw)
+  return sp.sharded(lambda shard, q, k, v, *params: _sequence_shard(
+      shard, q, k, v, make_features, params, **kw), (q, k, v), params)
 
 
-def _sequence_shard(shard, q, k, v, features, *, causal, chunk_size, block_size):
+def _sequence_shard(shard, q, k, v, make_features, params, *, causal, chunk_size, block_size,
+                    save_every):
   """One sequence device's part: causal, it continues from the key state of the devices
   before it (an exclusive scan of their summaries, m x (dv + 1) each); bidirectional, it
   reads the sum of every device's summary."""
-  mine = key_state(k, v, features, block_size=block_size,
+  mine = key_state(k, v, make_features, params, block_size=block_size,
                    num_valid=None if causal else shard.valid)
   if causal:
     empty = {'kv': jnp.zeros_like(mine['kv']), 'scale': jnp.full_like(mine['scale'], -jnp.inf)}
     state = sp.exclusive_scan(combine_states, mine, empty, shard)
   else:
     state = sp.all_combine(mine, 'scale')
-  return kernel_attention(q, k, v, features, causal=causal, chunk_size=chunk_size,
-                          block_size=block_size, state=state)
+  return kernel_attention(q, k, v, make_features, params, causal=causal, chunk_size=chunk_size,
+                          block_size=block_size, state=state, save_every=save_every)
