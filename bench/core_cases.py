@@ -1,5 +1,7 @@
-"""JAX attention cores alone: q, k, v -> output, and the gradient of sum(output) with respect
-to q, k and v; no projections. Ours are the functions the mixers call; the JAX peer is the
+"""JAX attention cores alone: q, k, v -> output, and the gradient with respect to q, k and v
+for a random output cotangent g made beforehand (as the layer above hands one down; the
+gradient of sum(output) would charge the core for a materialised array of ones); no
+projections. Ours are the functions the mixers call; the JAX peer is the
 sequential-scan FAVOR+ (bench/scan_peer.py)."""
 from __future__ import annotations
 
@@ -62,19 +64,21 @@ def measure(spec: dict, record) -> None:
   """Fills the row phase by phase (fwd, fwdbwd) through record(**fields)."""
   fn, shapes = core(spec['impl'], length=spec['length'], heads=spec['heads'],
                     head_dim=spec['head_dim'], causal=spec['mode'] == 'causal')
-  keys = jax.random.split(jax.random.key(1), 3)
-  q, k, v = jax.block_until_ready([  # resident before any phase's memory is taken
-      jax.random.normal(key, (spec['batch'], *shapes[name]), jnp.float32)
-      for key, name in zip(keys, 'qkv')])
+  keys = jax.random.split(jax.random.key(1), 4)
+  q, k, v = (jax.random.normal(key, (spec['batch'], *shapes[name]), jnp.float32)
+             for key, name in zip(keys, 'qkv'))
+  out = jax.eval_shape(fn, q, k, v)
+  # All resident before any phase's memory is taken.
+  q, k, v, g = jax.block_until_ready((q, k, v, jax.random.normal(keys[3], out.shape, out.dtype)))
   record(dtype='float32')
   # fwd+bwd first: its memory is then measured before any other phase's freed buffers sit
   # in the allocator's heap (the resident set does not rise for reused ones).
-  functions = {'fwdbwd': jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), argnums=(0, 1, 2)),
-               'fwd': fn}
+  functions = {'fwdbwd': (lambda q, k, v, g: jax.vjp(fn, q, k, v)[1](g), (q, k, v, g)),
+               'fwd': (fn, (q, k, v))}
   start_runtime()
   phases = {}
-  for phase, f in functions.items():
-    compiled, fields = compile_phase(f, q, k, v)
-    phases[phase] = (lambda c=compiled: jax.block_until_ready(c(q, k, v)),
+  for phase, (f, args) in functions.items():
+    compiled, fields = compile_phase(f, *args)
+    phases[phase] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
                      lambda f=fields: {**f, 'device_peak_bytes': device_peak_bytes()})
   time_phases(phases, spec['repeats'], record)

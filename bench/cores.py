@@ -5,7 +5,8 @@
       [--out=bench/results/cores]
 
 A core maps q, k, v to the output with no projections; forward and forward+backward (the
-gradient of sum(output) with respect to q, k, v) are timed after compilation and a
+gradient with respect to q, k, v for a random output cotangent made beforehand, as a layer
+above hands one down) are timed after compilation and a
 warm-up, median of --repeats, each (core, mode, length) in a fresh process. Memory (on a
 GPU the device's peak bytes): how far the process's resident set rose during the phase's
 calls (inputs already resident, so the gradients and everything the core keeps count;

@@ -1,5 +1,6 @@
-"""PyTorch attention cores alone (q, k, v [B, H, L, D] -> output, and the gradient of
-sum(output) with respect to q, k and v): the peers of bench/core_cases.py."""
+"""PyTorch attention cores alone (q, k, v [B, H, L, D] -> output, and the gradient with
+respect to q, k and v for a random output cotangent made beforehand): the peers of
+bench/core_cases.py."""
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,7 @@ def measure(spec: dict, record) -> None:
   sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
   fn = core(spec['impl'], spec['mode'] == 'causal')
   shape = (spec['batch'], spec['heads'], spec['length'], spec['head_dim'])
-  q, k, v = (torch.randn(shape, device=device) for _ in range(3))
+  q, k, v, g = (torch.randn(shape, device=device) for _ in range(4))
   record(dtype='float32')
 
   def forward():
@@ -47,7 +48,7 @@ def measure(spec: dict, record) -> None:
 
   def forward_backward():
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
-    fn(*leaves).sum().backward()
+    fn(*leaves).backward(g)
     sync()
 
   small = [x[:, :, :LAT_BUCKET].detach().requires_grad_() for x in (q, k, v)]
