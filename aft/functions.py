@@ -13,6 +13,7 @@ import numpy as np
 
 from aft.banded import banded, causal_diag
 from aft.blocks import NEG, axis_sum, block_size, lse_merge, shift
+from aft.simple_bidirectional import simple_bidirectional
 from aft.simple_scan import simple_causal
 from aft.sequence_parallel import sharded_aft
 from mixers import sequence_parallel as sp
@@ -21,18 +22,15 @@ _f32 = lambda *xs: [x.astype(jnp.float32) for x in xs]
 
 
 def aft_simple(q, k, v, *, causal: bool):
-  """Eq. 5: sigmoid(Q_t) * sum_t' softmax_t'(K) V_t'. O(T d); causal by a log-sum-exp
-  scan (associative, over block summaries, and by doubling inside each block)."""
+  """Eq. 5: sigmoid(Q_t) * sum_t' softmax_t'(K) V_t'. O(T d), both forms with hand-written
+  gradients: causal by passes over chunks and a log-sum-exp scan between them
+  (aft/simple_scan.py), bidirectional by two sums over positions (aft/simple_bidirectional.py)."""
   if sp.shards() > 1:
     return sharded_aft(lambda q, k, v, _: aft_simple(q, k, v, causal=causal), q, k, v,
                        left=0, right=0, causal=causal)
   dtype = q.dtype
   q, k, v = _f32(q, k, v)
-  if causal:
-    return simple_causal(q, k, v).astype(dtype)
-  e = jnp.exp(k - jax.lax.stop_gradient(k.max(axis=1, keepdims=True)))
-  y = axis_sum(e * v, 1, True) / axis_sum(e, 1, True)
-  return (jax.nn.sigmoid(q) * y).astype(dtype)
+  return (simple_causal if causal else simple_bidirectional)(q, k, v).astype(dtype)
 
 
 def aft_full(q, k, v, w, *, causal: bool, block: int = 256):
