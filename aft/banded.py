@@ -27,8 +27,9 @@ from aft.blocks import NEG, axis_sum, from_blocks, lse_merge, shift, to_blocks
 _sg = jax.lax.stop_gradient
 
 
-def banded(k, v, blocks, *, left: int, right: int, causal: bool):
-  """sum_t' exp(K_t' + w_tt') V_t' / sum_t' exp(K_t' + w_tt') with w = 0 outside the band.
+def banded(q, k, v, blocks, *, left: int, right: int, causal: bool):
+  """sigmoid(q_t) sum_t' exp(K_t' + w_tt') V_t' / sum_t' exp(K_t' + w_tt') with w = 0
+  outside the band; q [B, T, h, dh] like v.
 
   The band is -left <= t' - t <= right (right = 0 when causal). `blocks[o]` is the
   bias of query block i against key block i + o, [n or 1, c, c, h], for o in
@@ -38,7 +39,7 @@ def banded(k, v, blocks, *, left: int, right: int, causal: bool):
   """
   T = k.shape[1]
   c = blocks[0].shape[-2]
-  kb, vb = to_blocks(k, c, NEG), to_blocks(v, c)
+  qb, kb, vb = to_blocks(q, c), to_blocks(k, c, NEG), to_blocks(v, c)
   weights, w_out = _band_weights(blocks, kb.shape[1], c, T, left, right, causal)
 
   def near(o, z):  # query block i against key block i + o, z [B, n, c, h, ·]
@@ -52,9 +53,9 @@ def banded(k, v, blocks, *, left: int, right: int, causal: bool):
       far = (shift(jnp.cumsum(total, axis=1), 2, axis=1) +
              shift(jnp.cumsum(total[:, ::-1], axis=1)[:, ::-1], -2, axis=1))
       out.append(far * w_out + sum(near(o, z) for o in weights))
-    return from_blocks(out[0] / out[1], T)
+    return jax.nn.sigmoid(q) * from_blocks(out[0] / out[1], T)
 
-  return from_blocks(causal_sum(kb, vb, weights[0], weights[-1], w_out), T)
+  return from_blocks(causal_sum(qb, kb, vb, weights[0], weights[-1], w_out), T)
 
 
 def _band_weights(blocks, n, c, T, left, right, causal):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from aft.blocks import NEG, shift
 
 
-GROUP = 512  # positions per step of the scan over groups of blocks: its arrays stay in cache
+GROUP = 128  # positions per step of the loop over groups of blocks: its arrays stay in cache
 P = 3  # the position axis of a group's [G, B, h, c, ·] arrays (G blocks)
 
 
@@ -91,38 +91,69 @@ def _diag(C):
   return jnp.diagonal(C, axis1=2, axis2=3)[:, None, :, :, None]
 
 
-def causal_sum(kb, vb, C0, Cm, w_out):
-  """out [B, n, c, h, dh]: the causal banded ratio; see the module's docstring.
-  kb [B, n, c, h, dk] (padding NEG), vb [B, n, c, h, dh], C0, Cm [n, c, c, h],
-  w_out [1, n, c, h, 1] (it carries no gradient: it holds only stopped maxima).
+def causal_sum(qb, kb, vb, C0, Cm, w_out):
+  """out [B, n, c, h, dh]: sigmoid(q) times the causal banded ratio; see the module's
+  docstring. qb, vb [B, n, c, h, dh], kb [B, n, c, h, dk] (padding NEG), C0, Cm [n, c, c, h],
+  w_out [1, n, c, h, 1] (it carries no gradient: it holds only stopped maxima). The gate
+  is applied inside, group by group, forwards and backwards: outside, its product with
+  the incoming gradient and the gate itself were three more full passes, each into a
+  fresh [B, T, d] array.
 
-  Computed blocks first, [n, B, h, c, ·], by a scan over groups of G blocks (GROUP
-  positions) whose intermediates stay in cache; inside a group every matmul is a plain
-  batched one. n is padded to a multiple of G with blocks that reach no real row."""
-  n, c = kb.shape[1:3]
+  A loop over groups of G blocks (GROUP positions) whose intermediates stay in cache:
+  each group is sliced from the [B, T, h ·] arrays in place and transposed to
+  [G, B, h, c, ·], so inside it every matmul is a plain batched one, and its results are
+  written back in place (transposing whole arrays into a scan's layout cost a copy of
+  each; so did a loop operand with axes of size 1 that XLA laid out apart from the
+  array's own layout). n is padded to a multiple of G with blocks that reach no real row."""
+  B, n, c, h, dh = vb.shape
   G = max(1, min(n, GROUP // c))
   pad = -n % G
-  lay = lambda x, fill=0.: jnp.pad(_swap(x), [(0, pad)] + [(0, 0)] * 4, constant_values=fill)
-  weights = lambda C: jnp.pad(jnp.transpose(C, (0, 3, 1, 2)), [(0, pad)] + [(0, 0)] * 3)
-  out = _causal_sum(lay(kb, NEG), lay(vb), weights(C0), weights(Cm), lay(w_out), G, pad > 0)
-  return _swap(out[:n])
+  big = lambda x, fill=0.: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * 3,
+                                   constant_values=fill).reshape(B, (n + pad) * c, -1)
+  small = lambda x, axes: jnp.pad(jnp.transpose(x, axes), [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  out = _causal_sum(big(qb), big(kb, NEG), big(vb), small(C0, (0, 3, 1, 2)),
+                    small(Cm, (0, 3, 1, 2)), small(w_out, (1, 0, 3, 2, 4)), G, pad > 0)
+  return out.reshape(B, n + pad, c, h, dh)[:, :n]
 
 
-def _swap(x):
-  """[a, b, c, d, z] <-> [b, a, d, c, z]; a reshape when it moves only axes of size 1
-  (XLA copies the transposed array into a scan's operand even then)."""
-  a, b, c, d, z = x.shape
-  if (a == 1 or b == 1) and (c == 1 or d == 1):
-    return x.reshape(b, a, d, c, z)
-  return jnp.transpose(x, (1, 0, 3, 2, 4))
+def _over_groups(group, carry, big, small, G, c, h, big_out, reverse: bool = False):
+  """carry, ys = group(carry, xs) for each group of G blocks of c positions, in order (or
+  reversed). xs: each of `big` ([B, N c, h z]) sliced and laid out as [G, B, h, c, z],
+  then each of `small` (block-major [N, ...]) sliced to [G, ...]. Each y is written in
+  place into a [B, N c, h z] array where big_out says so, else into a block-major one.
+  Returns (carry, [those arrays])."""
+  B, Nc = big[0].shape[:2]
+  count, span = Nc // (G * c), G * c
 
+  def take_big(i):
+    part = lambda x: jax.lax.dynamic_slice_in_dim(x, i * span, span, axis=1)
+    return [jnp.transpose(part(x).reshape(B, G, c, h, -1), (1, 0, 3, 2, 4)) for x in big]
 
-def _groups(G, *xs):
-  return [x.reshape(-1, G, *x.shape[1:]) for x in xs]
+  def take_small(i):
+    return [jax.lax.dynamic_slice_in_dim(x, i * G, G, axis=0) for x in small]
 
+  take = lambda i: take_big(i) + take_small(i)
 
-def _ungroup(*xs):
-  return [x.reshape(-1, *x.shape[2:]) for x in xs]
+  def put(buf, y, i, b):
+    if b:
+      y = jnp.transpose(y, (1, 0, 3, 2, 4)).reshape(B, span, -1)
+    return jax.lax.dynamic_update_slice_in_dim(buf, y, i * (span if b else G), axis=int(b))
+
+  shapes = jax.eval_shape(group, carry, take(0))[1]
+  bufs = [jnp.zeros((B, Nc, h * y.shape[-1]) if b else (count * G,) + y.shape[1:], y.dtype)
+          for y, b in zip(shapes, big_out)]
+
+  index = lambda j: count - 1 - j if reverse else j
+
+  def body(j, state):
+    carry, bufs, here = state
+    i = index(j)
+    carry, ys = group(carry, take_big(i) + here)
+    # The next group's small slices ride in the loop state: read from there, they are
+    # arrays, where a slice fused into each of its consumers was recomputed in each.
+    nxt = take_small(index(jnp.minimum(j + 1, count - 1)))
+    return carry, [put(buf, y, i, b) for buf, y, b in zip(bufs, ys, big_out)], nxt
+  return jax.lax.fori_loop(0, count, body, (carry, bufs, take_small(index(0))))[:2]
 
 
 def _rows(k, M1):
@@ -130,17 +161,17 @@ def _rows(k, M1):
   return jnp.maximum(M1, jax.lax.associative_scan(jnp.maximum, k, axis=P))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _causal_sum(kb, vb, C0, Cm, w_out, G, padded):
-  return _forward(kb, vb, C0, Cm, w_out, G, padded)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _causal_sum(qb, kb, vb, C0, Cm, w_out, G, padded):
+  return _forward(qb, kb, vb, C0, Cm, w_out, G, padded)[0]
 
 
-def _forward(kb, vb, C0, Cm, w_out, G, padded):
+def _forward(qb, kb, vb, C0, Cm, w_out, G, padded):
   Cm1 = jnp.concatenate([Cm, jnp.ones_like(Cm[:, :, :1])], axis=2)  # + a row for the total
 
   def group(carry, xs):
     (Ma, Mb), parts = carry  # M of the previous group's last two blocks
-    k, v, C0, Cm1, w_out = xs
+    q, k, v, C0, Cm1, w_out = xs
     # M_i: the prefix maximum of the keys at the end of block i (NEG before the first).
     M = jnp.maximum(Mb, jax.lax.cummax(k.max(axis=P, keepdims=True), axis=0))
     M1 = _with(Mb, M)
@@ -165,18 +196,22 @@ def _forward(kb, vb, C0, Cm, w_out, G, padded):
       cross = C0[:, :, rows, cols]
       acc = [_add_half(a, er * _mix(cross, z), b) for a, z in zip(acc, (el * vl, el))]
     num, den = acc
-    return ((jnp.concatenate([M1, M], 0)[-2], M[-1]), tuple(parts_out)), (num / den, den, M)
+    ratio = num / den
+    carry = (jnp.concatenate([M1, M], 0)[-2], M[-1]), tuple(parts_out)
+    return carry, (jax.nn.sigmoid(q) * ratio, ratio, den, M)
 
-  neg = jnp.full(kb.shape[1:3] + (1, kb.shape[-1]), NEG, kb.dtype)
-  parts = tuple((jnp.zeros(x.shape[1:], x.dtype), jnp.zeros(neg.shape[:3] + x.shape[-1:], x.dtype))
-                for x in (vb, kb))
-  _, (out, den, M) = jax.lax.scan(group, ((neg, neg), parts), _groups(G, kb, vb, C0, Cm1, w_out))
-  out, den, M = _ungroup(out, den, M)
-  return out, (kb, vb, C0, Cm1, w_out, den, out, M)
+  B, h, c = kb.shape[0], C0.shape[1], C0.shape[2]
+  dk, dh = kb.shape[-1] // h, vb.shape[-1] // h
+  neg = jnp.full((B, h, 1, dk), NEG, kb.dtype)
+  parts = tuple((jnp.zeros((B, h, c, z), kb.dtype), jnp.zeros((B, h, 1, z), kb.dtype))
+                for z in (dh, dk))
+  _, (gated, out, den, M) = _over_groups(group, ((neg, neg), parts), [qb, kb, vb],
+                                         [C0, Cm1, w_out], G, c, h, (True, True, True, False))
+  return gated, (qb, kb, vb, C0, Cm1, w_out, den, out, M)
 
 
 def _backward(G, padded, res, g):
-  kb, vb, C0, Cm1, w_out, den, out, M = res
+  qb, kb, vb, C0, Cm1, w_out, den, out, M = res
   M1 = shift(M, 1, axis=0, fill=NEG)
   step = jnp.exp(M1 - M)  # moves row sums from M_i to M_{i-1}
   step_next = shift(step, -1, axis=0)
@@ -184,9 +219,12 @@ def _backward(G, padded, res, g):
   Cmw = jnp.concatenate([Cm1[:, :, :-1], w_out[:, 0]], axis=3)
 
   def group(carry, xs):
-    k, v, g, den, out, C0, Cmw, M, M1, step, step_next = xs
+    q, k, v, g, den, out, C0, Cmw, M, M1, step, step_next = xs
     r = _rows(k, M1)
     e, ed, into = jnp.exp(k - M), jnp.exp(k - r), jnp.exp(M1 - r)
+    gate = jax.nn.sigmoid(q)
+    dq = g * out * gate * (1. - gate)
+    g = g * gate  # the ratio's incoming gradient
     ys = (g / den, g * out / den)  # sums of P_ts y_t give dv and, less v dv, -dk
     acc, carry_out, dCm = [], [], 0.
     for y, x, (u0, back0, R0, R1) in zip(ys, (e * v, -e), carry):
@@ -222,17 +260,19 @@ def _backward(G, padded, res, g):
     dk = v * dv - acc[1]
     if k.shape[-1] == 1:
       dk = dk.sum(-1, keepdims=True)
-    return tuple(carry_out), (dk, dv, dC0, dCm)
+    return tuple(carry_out), (dq, dk, dv, dC0, dCm)
 
-  z = lambda x, rows: jnp.zeros(x.shape[1:3] + (rows, x.shape[-1]), x.dtype)
-  start = tuple((z(vb, vb.shape[3]), z(vb, vb.shape[3]), z(vb, 1), z(vb, 1)) for _ in range(2))
-  if padded:
-    out = jnp.where(den > 0, out, 0.)  # rows of padding blocks (no keys; g is 0 there)
+  B, h, c = vb.shape[0], C0.shape[1], C0.shape[2]
+  z = lambda rows: jnp.zeros((B, h, rows, vb.shape[-1] // h), vb.dtype)
+  start = tuple((z(c), z(c), z(1), z(1)) for _ in range(2))
+  if padded:  # rows of padding blocks (no keys; g is 0 there)
+    heads = lambda x: x.reshape(B, -1, h, x.shape[-1] // h)
+    out = jnp.where(heads(den) > 0, heads(out), 0.).reshape(out.shape)
     den = jnp.where(den > 0, den, 1.)
-  xs = _groups(G, kb, vb, g, den, out, C0, Cmw, M, M1, step, step_next)
-  _, grads = jax.lax.scan(group, start, xs, reverse=True)
-  dk, dv, dC0, dCm = _ungroup(*grads)
-  return dk, dv, dC0, shift(dCm, 1, axis=0), jnp.zeros_like(w_out)
+  _, (dq, dk, dv, dC0, dCm) = _over_groups(
+      group, start, [qb, kb, vb, g, den, out], [C0, Cmw, M, M1, step, step_next], G,
+      c, h, (True, True, True, False, False), reverse=True)
+  return dq, dk, dv, dC0, shift(dCm, 1, axis=0), jnp.zeros_like(w_out)
 
 
 _causal_sum.defvjp(_forward, _backward)

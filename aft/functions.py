@@ -151,8 +151,9 @@ def aft_local(q, k, v, w, *, window: int, causal: bool):
   dtype = q.dtype
   q, k, v = _f32(q, k, v)
   blocks = _pair_blocks(w, T, c, (-1, 0) if causal else (-1, 0, 1))
-  y = banded(k[:, :, None], v[:, :, None], blocks, left=left, right=right, causal=causal)
-  return (jax.nn.sigmoid(q) * y[:, :, 0]).astype(dtype)
+  y = banded(q[:, :, None], k[:, :, None], v[:, :, None], blocks, left=left, right=right,
+             causal=causal)
+  return y[:, :, 0].astype(dtype)
 
 
 def aft_conv(q, k, v, w, *, causal: bool, spatial_shape: tuple[int, int] | None = None):
@@ -170,19 +171,19 @@ def aft_conv(q, k, v, w, *, causal: bool, spatial_shape: tuple[int, int] | None 
   if spatial_shape is not None:
     sp.unsupported('aft_conv (2-D, spatial_shape)')
     y = _conv2d(k, v.reshape(B, T, h, d // h), w, spatial_shape)
-  else:
-    off = s - 1 if causal else (s - 1) // 2
-    if sp.shards() > 1:  # taps depend on t' - t only: positions are not needed
-      return sharded_aft(lambda q, k, v, _, w: aft_conv(q, k, v, w, causal=causal), q, k, v,
-                         (w,), left=off, right=s - 1 - off, causal=causal).astype(dtype)
-    left, right = min(off, T - 1), min(s - 1 - off, T - 1)
-    c = block_size(max(left, right), T)
-    delta = jnp.arange(c)[None, :] - jnp.arange(c)[:, None]  # t' - t inside a block
-    blocks = {o: w.T[jnp.clip(delta + o * c + off, 0, s - 1)][None]
-              for o in ((-1, 0) if causal else (-1, 0, 1))}
-    y = banded(k[..., None], v.reshape(B, T, h, d // h), blocks, left=left, right=right,
-               causal=causal)
-  return (jax.nn.sigmoid(q) * y.reshape(B, T, d)).astype(dtype)
+    return (jax.nn.sigmoid(q) * y.reshape(B, T, d)).astype(dtype)
+  off = s - 1 if causal else (s - 1) // 2
+  if sp.shards() > 1:  # taps depend on t' - t only: positions are not needed
+    return sharded_aft(lambda q, k, v, _, w: aft_conv(q, k, v, w, causal=causal), q, k, v,
+                       (w,), left=off, right=s - 1 - off, causal=causal).astype(dtype)
+  left, right = min(off, T - 1), min(s - 1 - off, T - 1)
+  c = block_size(max(left, right), T)
+  delta = jnp.arange(c)[None, :] - jnp.arange(c)[:, None]  # t' - t inside a block
+  blocks = {o: w.T[jnp.clip(delta + o * c + off, 0, s - 1)][None]
+            for o in ((-1, 0) if causal else (-1, 0, 1))}
+  heads = lambda x: x.reshape(B, T, h, d // h)
+  y = banded(heads(q), k[..., None], heads(v), blocks, left=left, right=right, causal=causal)
+  return y.reshape(B, T, d).astype(dtype)
 
 
 def conv_bias(w, gamma, beta, eps: float = 1e-5):
