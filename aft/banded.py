@@ -39,7 +39,7 @@ def banded(q, k, v, blocks, *, left: int, right: int, causal: bool):
   """
   T = k.shape[1]
   c = blocks[0].shape[-2]
-  qb, kb, vb = to_blocks(q, c), to_blocks(k, c, NEG), to_blocks(v, c)
+  kb, vb = to_blocks(k, c, NEG), to_blocks(v, c)
   weights, w_out = _band_weights(blocks, kb.shape[1], c, T, left, right, causal)
 
   def near(o, z):  # query block i against key block i + o, z [B, n, c, h, ·]
@@ -55,7 +55,7 @@ def banded(q, k, v, blocks, *, left: int, right: int, causal: bool):
       out.append(far * w_out + sum(near(o, z) for o in weights))
     return jax.nn.sigmoid(q) * from_blocks(out[0] / out[1], T)
 
-  return from_blocks(causal_sum(qb, kb, vb, weights[0], weights[-1], w_out), T)
+  return from_blocks(causal_sum(to_blocks(q, c), kb, vb, weights[0], weights[-1], w_out), T)
 
 
 def _band_weights(blocks, n, c, T, left, right, causal):
